@@ -1,0 +1,4 @@
+//! detvm's explorer: the command line and, later, compose runs and campaigns.
+
+pub mod cli;
+pub mod paths;

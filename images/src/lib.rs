@@ -1,0 +1,1 @@
+//! Image import and guest rootfs building. Filled in by the images issue.

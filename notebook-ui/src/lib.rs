@@ -1,0 +1,1 @@
+//! detvm's web notebook (axum). Filled in by the notebook issue.

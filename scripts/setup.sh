@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what detvm needs on a Debian host, idempotently: Debian packages for the
+# build (cmake + libclang for the Unicorn engine) and the test tools, then the
+# cached guest kernel. Safe to run again: it does nothing when all is present.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs=(
+  build-essential cmake libclang-dev pkg-config   # Unicorn (emu backend) build
+  squashfs-tools cpio busybox-static              # guest root filesystems and initramfs
+  qemu-system-x86                                 # regression tests and benchmarks only
+  skopeo umoci debootstrap                        # image tests and example images
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing: ${missing[*]}" >&2
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "[setup] cargo is missing: install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+
+"$root/images/kernel/build.sh" >/dev/null

@@ -1,0 +1,4 @@
+//! CPU backends behind [`crate::vcpu::Vcpu`].
+
+#[cfg(feature = "emu")]
+pub mod emu;

@@ -1,0 +1,10 @@
+//! detvm's VMM: one VM (guest memory, vCPUs on a CPU backend, devices) and, later, the World.
+//!
+//! The determinism rule (DESIGN.md): the VMM changes anything a guest can observe only at
+//! guest-initiated exits, in an order that depends only on the seed and on what the guests did.
+
+pub mod backend;
+pub mod clock;
+pub mod cpu_model;
+pub mod devices;
+pub mod vcpu;
