@@ -18,6 +18,8 @@ pub trait GuestIo {
     fn pio_write(&mut self, insns: u64, port: u16, data: &[u8]) -> IoFlow;
     fn mmio_read(&mut self, insns: u64, addr: u64, data: &mut [u8]);
     fn mmio_write(&mut self, insns: u64, addr: u64, data: &[u8]) -> IoFlow;
+    /// The TSC value a RDTSC/RDTSCP at this point reads (virtual time; `emu` only).
+    fn rdtsc(&mut self, insns: u64) -> u64;
 }
 
 /// Whether `run` may go on after a write.
