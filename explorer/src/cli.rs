@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "detvm", version, about = "Deterministic test platform for distributed systems")]
+#[command(
+    name = "detvm",
+    version,
+    about = "Deterministic test platform for distributed systems"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,7 +4,10 @@
 //! guest-initiated exits, in an order that depends only on the seed and on what the guests did.
 
 pub mod backend;
+pub mod boot;
 pub mod clock;
 pub mod cpu_model;
 pub mod devices;
+pub mod layout;
+pub mod memory;
 pub mod vcpu;

@@ -1,0 +1,107 @@
+//! The CPU state Linux's 64-bit boot entry expects: long mode, paging on with an
+//! identity map, flat segments, RSI pointing at the zero page, interrupts off.
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::BootError;
+use crate::layout::{GDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR};
+
+/// GDT: null, 64-bit code (selector 0x08), data (0x10). Access and flag bits as in
+/// Linux's own early GDT.
+const GDT: [u64; 3] = [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+pub const CODE_SELECTOR: u16 = 0x08;
+pub const DATA_SELECTOR: u16 = 0x10;
+
+const CR0_PE: u64 = 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct EntryState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+}
+
+pub fn write_gdt_and_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+    let fail =
+        |e: vm_memory::GuestMemoryError| BootError::Layout(format!("writing boot tables: {e}"));
+    for (i, entry) in GDT.iter().enumerate() {
+        mem.write_obj(*entry, GuestAddress(GDT_ADDR + 8 * i as u64))
+            .map_err(fail)?;
+    }
+    // Identity map of the first 4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[0..4] -> PDs.
+    mem.write_obj(PDPT_ADDR | 0x3, GuestAddress(PML4_ADDR))
+        .map_err(fail)?;
+    for gib in 0..4u64 {
+        let pd = PD_ADDR + gib * 0x1000;
+        mem.write_obj(pd | 0x3, GuestAddress(PDPT_ADDR + 8 * gib))
+            .map_err(fail)?;
+        for i in 0..512u64 {
+            let phys = (gib << 30) | (i << 21);
+            mem.write_obj(phys | 0x83, GuestAddress(pd + 8 * i))
+                .map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+fn segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector,
+        type_: if code { 0xB } else { 0x3 },
+        present: 1,
+        dpl: 0,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+pub fn long_mode_entry_state(entry: u64, zero_page: u64) -> EntryState {
+    let regs = kvm_regs {
+        rip: entry,
+        rsi: zero_page,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    let mut sregs = kvm_sregs::default();
+    sregs.cs = segment(CODE_SELECTOR, true);
+    let data = segment(DATA_SELECTOR, false);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    // A busy 64-bit TSS descriptor shape, as VMX requires a usable TR.
+    sregs.tr = kvm_segment {
+        limit: 0x67,
+        type_: 0xB,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.ldt = kvm_segment {
+        type_: 0x2,
+        present: 1,
+        unusable: 1,
+        ..Default::default()
+    };
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
+    sregs.cr3 = PML4_ADDR;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA;
+    EntryState { regs, sregs }
+}
