@@ -10,4 +10,5 @@ pub mod cpu_model;
 pub mod devices;
 pub mod layout;
 pub mod memory;
+pub mod trace;
 pub mod vcpu;
