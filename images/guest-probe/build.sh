@@ -7,8 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${DETVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/detvm}
 hash=$(cat "$here/probe.c" "$here/build.sh" | sha256sum | cut -c1-16)
 out=${1:-$cache/guest-probe/$hash}
-if [ -f "$out/initramfs.cpio" ]; then echo "$out/initramfs.cpio"; exit 0; fi
 mkdir -p "$out"
+exec 9>"$out/.lock"; flock 9
+if [ -f "$out/initramfs.cpio" ]; then echo "$out/initramfs.cpio"; exit 0; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/root/dev" "$tmp/root/proc"
 gcc -static -O2 -pthread -o "$tmp/root/init" "$here/probe.c"

@@ -37,13 +37,17 @@ out="$cache/$hash"
 
 if [ "${1:-}" = "--print" ]; then echo "$out"; exit 0; fi
 
+mkdir -p "$cache"
+# One build at a time: a second caller waits, then finds the cached result.
+exec 9>"$cache/.lock"
+flock 9
+
 if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
   ln -sfn "$hash" "$cache/current"
   echo "$out"
   exit 0
 fi
 
-mkdir -p "$cache"
 work="$cache/build-$hash"
 log="$cache/build-$hash.log"
 rm -rf "$work"; mkdir -p "$work"
