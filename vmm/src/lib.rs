@@ -10,5 +10,6 @@ pub mod cpu_model;
 pub mod devices;
 pub mod layout;
 pub mod memory;
+pub mod seed;
 pub mod trace;
 pub mod vcpu;
