@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Nanoseconds since the VM was powered on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct VirtualTime(pub u64);
 
 impl VirtualTime {
@@ -30,7 +32,12 @@ impl VirtualTime {
 impl std::fmt::Display for VirtualTime {
     /// `12.345678901s`: seconds with nanosecond precision, as moments are written.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:09}s", self.0 / 1_000_000_000, self.0 % 1_000_000_000)
+        write!(
+            f,
+            "{}.{:09}s",
+            self.0 / 1_000_000_000,
+            self.0 % 1_000_000_000
+        )
     }
 }
 
@@ -45,6 +52,9 @@ pub struct TimeModel {
 
 impl Default for TimeModel {
     fn default() -> Self {
-        TimeModel { ns_per_instruction: 1, ns_per_exit: 1_000 }
+        TimeModel {
+            ns_per_instruction: 1,
+            ns_per_exit: 1_000,
+        }
     }
 }

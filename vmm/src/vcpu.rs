@@ -53,9 +53,16 @@ pub enum VcpuExit {
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     #[error("the {backend} backend failed at RIP {rip:#x}: {reason}")]
-    Backend { backend: &'static str, rip: u64, reason: String },
+    Backend {
+        backend: &'static str,
+        rip: u64,
+        reason: String,
+    },
     #[error("the {backend} backend cannot be used on this host: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 /// One virtual CPU on some backend.
