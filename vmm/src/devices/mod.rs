@@ -12,11 +12,46 @@
 //! Guest input never panics the VMM: odd access sizes, unaligned offsets and garbage
 //! values are ignored or read as zeros / all-ones, as each device documents.
 
+pub mod pic;
+pub mod pit;
 pub mod serial;
+
+const NS_PER_SEC: u128 = 1_000_000_000;
+
+/// Whole ticks of a `hz` clock that have elapsed at `ns` nanoseconds (floor).
+pub(crate) fn ticks_at(ns: u64, hz: u64) -> u64 {
+    let t = ns as u128 * hz as u128 / NS_PER_SEC;
+    u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+/// The first nanosecond at which `tick` whole ticks of a `hz` clock have elapsed (ceil),
+/// i.e. the inverse of [`ticks_at`]: `ticks_at(ns_of_tick(t, hz), hz) >= t`.
+pub(crate) fn ns_of_tick(tick: u64, hz: u64) -> u64 {
+    let hz = hz.max(1) as u128;
+    let ns = (tick as u128 * NS_PER_SEC).div_ceil(hz);
+    u64::try_from(ns).unwrap_or(u64::MAX)
+}
 
 /// Serializes and deserializes a device state, as a snapshot would.
 #[cfg(test)]
 pub(crate) fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
     let text = serde_json::to_string(state).expect("state serializes");
     serde_json::from_str(&text).expect("state deserializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_conversions_are_inverse() {
+        for hz in [1_193_182, 3_579_545, 32_768, 10_000_000] {
+            for t in [0, 1, 2, 1000, 65536, 1 << 40] {
+                let ns = ns_of_tick(t, hz);
+                assert!(ticks_at(ns, hz) >= t);
+                assert!(ns == 0 || ticks_at(ns - 1, hz) < t);
+            }
+        }
+        assert_eq!(ns_of_tick(u64::MAX, 1), u64::MAX);
+    }
 }
