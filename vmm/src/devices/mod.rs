@@ -14,6 +14,7 @@
 
 pub mod pic;
 pub mod pit;
+pub mod rtc;
 pub mod serial;
 
 const NS_PER_SEC: u128 = 1_000_000_000;
