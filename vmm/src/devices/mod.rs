@@ -12,6 +12,7 @@
 //! Guest input never panics the VMM: odd access sizes, unaligned offsets and garbage
 //! values are ignored or read as zeros / all-ones, as each device documents.
 
+pub mod lapic;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
@@ -31,6 +32,19 @@ pub(crate) fn ns_of_tick(tick: u64, hz: u64) -> u64 {
     let hz = hz.max(1) as u128;
     let ns = (tick as u128 * NS_PER_SEC).div_ceil(hz);
     u64::try_from(ns).unwrap_or(u64::MAX)
+}
+
+/// Reads the little-endian bytes of `value` starting at byte `offset` into `data`.
+/// Bytes past the 8 bytes of `value` read as zero.
+pub(crate) fn read_le(value: u64, offset: usize, data: &mut [u8]) {
+    let bytes = value.to_le_bytes();
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = offset
+            .checked_add(i)
+            .and_then(|o| bytes.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
 }
 
 /// Serializes and deserializes a device state, as a snapshot would.
@@ -54,5 +68,14 @@ mod tests {
             }
         }
         assert_eq!(ns_of_tick(u64::MAX, 1), u64::MAX);
+    }
+
+    #[test]
+    fn byte_helpers_handle_any_offset() {
+        let mut d = [0xAA; 4];
+        read_le(0x1122_3344_5566_7788, 6, &mut d);
+        assert_eq!(d, [0x22, 0x11, 0, 0]);
+        read_le(1, usize::MAX, &mut d);
+        assert_eq!(d, [0; 4]);
     }
 }
