@@ -12,6 +12,7 @@
 //! Guest input never panics the VMM: odd access sizes, unaligned offsets and garbage
 //! values are ignored or read as zeros / all-ones, as each device documents.
 
+pub mod hpet;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;
@@ -48,6 +49,17 @@ pub(crate) fn read_le(value: u64, offset: usize, data: &mut [u8]) {
     }
 }
 
+/// Merges `data` into `old` at byte `offset` (little-endian); bytes past 8 are dropped.
+pub(crate) fn write_le(old: u64, offset: usize, data: &[u8]) -> u64 {
+    let mut bytes = old.to_le_bytes();
+    for (i, d) in data.iter().enumerate() {
+        if let Some(b) = offset.checked_add(i).and_then(|o| bytes.get_mut(o)) {
+            *b = *d;
+        }
+    }
+    u64::from_le_bytes(bytes)
+}
+
 /// Serializes and deserializes a device state, as a snapshot would.
 #[cfg(test)]
 pub(crate) fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
@@ -78,5 +90,7 @@ mod tests {
         assert_eq!(d, [0x22, 0x11, 0, 0]);
         read_le(1, usize::MAX, &mut d);
         assert_eq!(d, [0; 4]);
+        assert_eq!(write_le(0, 7, &[1, 2, 3]), 0x0100_0000_0000_0000);
+        assert_eq!(write_le(5, usize::MAX, &[1]), 5);
     }
 }
