@@ -12,6 +12,7 @@
 //! Guest input never panics the VMM: odd access sizes, unaligned offsets and garbage
 //! values are ignored or read as zeros / all-ones, as each device documents.
 
+pub mod acpi_pm;
 pub mod hpet;
 pub mod ioapic;
 pub mod lapic;
