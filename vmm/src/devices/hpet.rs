@@ -80,11 +80,12 @@ fn tick(now: VirtualTime) -> u64 {
 
 impl Hpet {
     pub fn new() -> Self {
-        let timers = [
-            TimerState::default(),
-            TimerState::default(),
-            TimerState::default(),
-        ];
+        // Comparators reset to all ones, as on hardware and in QEMU.
+        let t = TimerState {
+            comparator: u64::MAX,
+            ..TimerState::default()
+        };
+        let timers = [t.clone(), t.clone(), t];
         Hpet {
             s: HpetState {
                 config: 0,
@@ -325,6 +326,7 @@ mod tests {
         assert_ne!(cap & (1 << 13), 0, "64-bit counter");
         assert_eq!(r32(&h, 0, 0x104), ROUTE_CAP);
         assert_eq!(r32(&h, 0, 0x100) & 0x30, 0x30);
+        assert_eq!(r32(&h, 0, 0x108), u32::MAX, "comparators reset to all ones");
     }
 
     #[test]
@@ -393,7 +395,7 @@ mod tests {
         let mut h = Hpet::new();
         w(&mut h, 0, 0x10, 1);
         w(&mut h, 0, 0x140, (TN_INT_ENB | TN_LEVEL | (21 << 9)) as u32);
-        w(&mut h, 0, 0x148, 10);
+        h.write(VirtualTime::ZERO, 0x148, &10u64.to_le_bytes());
         assert_eq!(h.level_lines(), vec![(21, false)]);
         assert!(h.advance(VirtualTime(1_000)).is_empty());
         assert_eq!(h.level_lines(), vec![(21, true)]);

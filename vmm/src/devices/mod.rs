@@ -4,7 +4,7 @@
 //! and serializable for snapshots.
 //!
 //! Time-driven devices compute what they show lazily from the `now` passed in. Their
-//! caller (the platform) calls `advance(now)` before every access, so every
+//! caller ([`platform::Platform`]) calls `advance(now)` before every access, so every
 //! event due at or before `now` has happened when the guest looks. `now` may go
 //! backwards between calls (vCPUs of one VM keep their own virtual times); devices
 //! then use saturating arithmetic and never panic.
@@ -18,6 +18,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod pic;
 pub mod pit;
+pub mod platform;
 pub mod rtc;
 pub mod serial;
 
