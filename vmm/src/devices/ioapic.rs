@@ -7,7 +7,8 @@
 //! QEMU. Level pins deliver while asserted and remote IRR is clear, set remote IRR, and
 //! deliver again after the EOI for their vector if still asserted. Fixed and
 //! lowest-priority modes deliver (lowest priority to the first vCPU of the destination);
-//! ExtINT, NMI, SMI and INIT entries are dropped (the PIC reaches the BSP through LINT0).
+//! ExtINT deliveries are flagged so the platform takes the vector from the PIC at once,
+//! as QEMU does; NMI, SMI and INIT entries are dropped.
 //! Destinations are resolved by the caller's `resolve(dest, logical)`, which knows the
 //! LAPICs' IDs and logical destination registers.
 
@@ -30,6 +31,8 @@ pub struct Delivery {
     pub cpu: usize,
     pub vector: u8,
     pub level_triggered: bool,
+    /// ExtINT: the vector comes from the PIC, acknowledged now (as QEMU does).
+    pub ext_int: bool,
 }
 
 /// Maps (destination field, logical mode) to the vCPUs it names.
@@ -125,21 +128,23 @@ impl Ioapic {
         }
         self.s.pending_edges &= !mask;
         let mode = (e >> 8) & 7;
-        if mode > 1 {
+        let ext_int = mode == 7;
+        if mode > 1 && !ext_int {
             return Vec::new();
         }
         let mut cpus = resolve((e >> 56) as u8, e & (1 << 11) != 0);
         if mode == 1 {
             cpus.truncate(1);
         }
-        if level && !cpus.is_empty() {
+        if level && !ext_int && !cpus.is_empty() {
             self.s.redir[pin] |= RTE_REMOTE_IRR;
         }
         cpus.into_iter()
             .map(|cpu| Delivery {
                 cpu,
                 vector: e as u8,
-                level_triggered: level,
+                level_triggered: level && !ext_int,
+                ext_int,
             })
             .collect()
     }
@@ -264,7 +269,8 @@ mod tests {
             vec![Delivery {
                 cpu: 1,
                 vector: 0x40,
-                level_triggered: true
+                level_triggered: true,
+                ext_int: false,
             }]
         );
         assert_ne!(
@@ -318,8 +324,12 @@ mod tests {
         reg_write(&mut io, 0x10 + 2 * 4, 0x10931);
         assert!(io.set_irq(4, true, &resolve).is_empty());
         assert_eq!(reg_write(&mut io, 0x10 + 2 * 4, 0x0931).len(), 1);
-        // ExtINT entries are not delivered by the IOAPIC.
+        // ExtINT entries ask the platform to fetch the vector from the PIC.
         reg_write(&mut io, 0x10, 0x0700);
+        let d = io.set_irq(0, true, &resolve);
+        assert!(d.len() == 1 && d[0].ext_int && !d[0].level_triggered);
+        reg_write(&mut io, 0x10, 0x0400); // NMI: dropped
+        io.set_irq(0, false, &resolve);
         assert!(io.set_irq(0, true, &resolve).is_empty());
     }
 

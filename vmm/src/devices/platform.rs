@@ -395,8 +395,13 @@ impl Platform {
 
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
         for d in deliveries {
+            let vector = match d.ext_int {
+                false => d.vector,
+                true if self.pic.has_interrupt() => self.pic.acknowledge(),
+                true => continue,
+            };
             if let Some(l) = self.lapics.get_mut(d.cpu) {
-                l.accept_irq(d.vector, d.level_triggered);
+                l.accept_irq(vector, d.level_triggered);
             }
         }
     }

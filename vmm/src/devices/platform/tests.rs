@@ -122,6 +122,14 @@ fn pit_irq0_reaches_cpu0_through_pic_when_lapic_is_off() {
         PlatformEvent::InterruptsChanged
     );
     assert_eq!(p.acknowledge_interrupt(0), Some(0x30));
+    // ExtINT through IOAPIC pin 2: the PIC's vector lands in the LAPIC's IRR.
+    w32(&mut p, next.0, 0, LAPIC_BASE + 0x350, 0x1_0700);
+    out(&mut p, next.0, 0x20, 0x20);
+    route(&mut p, 2, 0x700, 0);
+    let next = p.next_deadline(next).unwrap();
+    p.advance(next);
+    assert_eq!(p.acknowledge_interrupt(0), Some(0x30));
+    assert!(!p.pending_interrupt(0));
 }
 
 #[test]
