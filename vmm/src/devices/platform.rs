@@ -179,6 +179,11 @@ impl Platform {
         self.update_lines();
     }
 
+    /// Sets a plain CMOS RAM byte (e.g. the memory-size bytes a BIOS would fill).
+    pub fn set_cmos_byte(&mut self, index: u8, value: u8) {
+        self.rtc.set_cmos_byte(index, value);
+    }
+
     pub fn take_cpu_requests(&mut self) -> Vec<(usize, CpuRequest)> {
         std::mem::take(&mut self.cpu_requests)
     }

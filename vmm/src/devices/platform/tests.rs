@@ -319,6 +319,9 @@ fn rtc_reads_the_2038_epoch() {
         })
         .collect();
     assert_eq!(regs, [0x20, 0x38, 0x01, 0x19, 0x03, 0x14, 0x08]);
+    p.set_cmos_byte(0x34, 0x80);
+    out(&mut p, t, 0x70, 0x34);
+    assert_eq!(inb(&mut p, t, 0x71), 0x80);
 }
 
 #[test]
