@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot one VM with the guest kernel and an initramfs; print its console and a run summary.
+    Boot(crate::boot_cmd::BootArgs),
     /// Print where detvm keeps its caches (guest kernel, images).
     Paths,
 }
@@ -27,6 +29,13 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Boot(args) => match crate::boot_cmd::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("detvm boot: {e:#}");
+                ExitCode::from(4)
+            }
+        },
         Command::Paths => {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS

@@ -1,4 +1,5 @@
 //! detvm's explorer: the command line and, later, compose runs and campaigns.
 
+pub mod boot_cmd;
 pub mod cli;
 pub mod paths;

@@ -17,7 +17,14 @@ fn patched_kernel_emulates_rdtsc_and_rdrand_under_qemu() {
     let kernel = common::guest_kernel_dir().join("bzImage");
     let initrd = common::probe_initramfs();
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "qemu64,-rdrand,-rdseed,-rdtscp", "-m", "256"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "qemu64,-rdrand,-rdseed,-rdtscp",
+            "-m",
+            "256",
+        ])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(&kernel)
         .arg("-initrd")
@@ -54,23 +61,36 @@ fn patched_kernel_emulates_rdtsc_and_rdrand_under_qemu() {
     let _ = qemu.kill();
     let _ = qemu.wait();
 
-    assert!(output.contains("PROBE-END"), "the probe did not finish:\n{output}");
+    assert!(
+        output.contains("PROBE-END"),
+        "the probe did not finish:\n{output}"
+    );
     let number = |key| -> u64 {
         common::probe_value(&output, key)
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {key}= in:\n{output}"))
     };
     let (tsc, tscp) = (number("rdtsc"), number("rdtscp"));
-    assert!(tsc > 0 && tscp >= tsc, "RDTSC/RDTSCP not monotonic: {tsc} {tscp}");
+    assert!(
+        tsc > 0 && tscp >= tsc,
+        "RDTSC/RDTSCP not monotonic: {tsc} {tscp}"
+    );
     // Emulated from the kernel's monotonic clock in ns: within a minute of boot.
-    assert!(tscp < 60_000_000_000, "RDTSCP is not the kernel clock: {tscp}");
+    assert!(
+        tscp < 60_000_000_000,
+        "RDTSCP is not the kernel clock: {tscp}"
+    );
     let cf: Vec<_> = output.lines().filter(|l| l.starts_with("rd")).collect();
     assert!(
-        output.lines().any(|l| l.starts_with("rdrand=") && l.ends_with("cf=1")),
+        output
+            .lines()
+            .any(|l| l.starts_with("rdrand=") && l.ends_with("cf=1")),
         "RDRAND not emulated: {cf:?}"
     );
     assert!(
-        output.lines().any(|l| l.starts_with("rdseed=") && l.ends_with("cf=1")),
+        output
+            .lines()
+            .any(|l| l.starts_with("rdseed=") && l.ends_with("cf=1")),
         "RDSEED not emulated: {cf:?}"
     );
     assert!(common::probe_value(&output, "urandom").is_some_and(|v| v.len() == 32));

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cpu_model;
 pub mod devices;
 pub mod layout;
+pub mod machine;
 pub mod memory;
 pub mod seed;
 pub mod trace;

@@ -18,7 +18,7 @@ pub enum MemoryError {
     TooSmall { mib: u64 },
     #[error("guest memory of {mib} MiB is too large: at most {} MiB is supported", MAX_RAM >> 20)]
     TooLarge { mib: u64 },
-    #[error("could not create guest memory ({what}): {source}")]
+    #[error("could not create guest memory ({what})")]
     Host {
         what: &'static str,
         source: std::io::Error,

@@ -53,7 +53,12 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 impl TraceHash {
     /// `every`: decisions between checkpoints (0 = no checkpoints).
     pub fn new(every: u64) -> Self {
-        TraceHash { hash: FNV_OFFSET, decisions: 0, every, checkpoints: Vec::new() }
+        TraceHash {
+            hash: FNV_OFFSET,
+            decisions: 0,
+            every,
+            checkpoints: Vec::new(),
+        }
     }
 
     pub fn record(&mut self, d: Decision) {
@@ -71,8 +76,12 @@ impl TraceHash {
             }
         }
         self.decisions += 1;
-        if self.every != 0 && self.decisions % self.every == 0 {
-            self.checkpoints.push(Checkpoint { decisions: self.decisions, hash: self.hash, last: d });
+        if self.every != 0 && self.decisions.is_multiple_of(self.every) {
+            self.checkpoints.push(Checkpoint {
+                decisions: self.decisions,
+                hash: self.hash,
+                last: d,
+            });
         }
     }
 
@@ -95,7 +104,11 @@ pub enum Divergence {
     /// Identical hashes and decision counts.
     None,
     /// The runs agree up to `agreed` (if any) and differ at checkpoint `at`.
-    At { agreed: Option<Checkpoint>, left: Checkpoint, right: Checkpoint },
+    At {
+        agreed: Option<Checkpoint>,
+        left: Checkpoint,
+        right: Checkpoint,
+    },
     /// One run has more checkpoints, or the final hashes differ after the last one.
     AfterLastCheckpoint { agreed: Option<Checkpoint> },
 }
@@ -104,7 +117,11 @@ pub fn first_divergence(left: &TraceHash, right: &TraceHash) -> Divergence {
     let mut agreed = None;
     for (l, r) in left.checkpoints.iter().zip(&right.checkpoints) {
         if l != r {
-            return Divergence::At { agreed, left: *l, right: *r };
+            return Divergence::At {
+                agreed,
+                left: *l,
+                right: *r,
+            };
         }
         agreed = Some(*l);
     }
@@ -120,12 +137,22 @@ impl std::fmt::Display for Divergence {
         let moment = |c: &Checkpoint| {
             format!(
                 "decision {} at {} (vCPU {}, RIP {:#x}, {} instructions, {:?} {:#x})",
-                c.decisions, c.last.time, c.last.vcpu, c.last.rip, c.last.instructions, c.last.kind, c.last.detail
+                c.decisions,
+                c.last.time,
+                c.last.vcpu,
+                c.last.rip,
+                c.last.instructions,
+                c.last.kind,
+                c.last.detail
             )
         };
         match self {
             Divergence::None => write!(f, "no divergence"),
-            Divergence::At { agreed, left, right } => {
+            Divergence::At {
+                agreed,
+                left,
+                right,
+            } => {
                 match agreed {
                     Some(c) => writeln!(f, "runs agree up to {}", moment(c))?,
                     None => writeln!(f, "runs differ before the first checkpoint")?,
@@ -178,7 +205,11 @@ mod tests {
         }
         assert_ne!(a.value(), b.value());
         match first_divergence(&a, &b) {
-            Divergence::At { agreed: Some(c), left, .. } => {
+            Divergence::At {
+                agreed: Some(c),
+                left,
+                ..
+            } => {
                 assert_eq!(c.decisions, 36);
                 assert_eq!(left.decisions, 40);
             }

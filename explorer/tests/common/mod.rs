@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a repository script that prints a path on its last line of stdout.
@@ -44,5 +47,7 @@ pub fn have_command(name: &str) -> bool {
 /// The value of `key=` in a probe output line such as `rdrand=… cf=1`.
 pub fn probe_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
     let needle = format!("{key}=");
-    output.split_whitespace().find_map(|word| word.strip_prefix(needle.as_str()))
+    output
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(needle.as_str()))
 }

@@ -74,34 +74,37 @@ pub fn long_mode_entry_state(entry: u64, zero_page: u64) -> EntryState {
         rflags: 0x2,
         ..Default::default()
     };
-    let mut sregs = kvm_sregs::default();
-    sregs.cs = segment(CODE_SELECTOR, true);
     let data = segment(DATA_SELECTOR, false);
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
-    // A busy 64-bit TSS descriptor shape, as VMX requires a usable TR.
-    sregs.tr = kvm_segment {
-        limit: 0x67,
-        type_: 0xB,
-        present: 1,
+    let sregs = kvm_sregs {
+        cs: segment(CODE_SELECTOR, true),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        gdt: kvm_bindings::kvm_dtable {
+            base: GDT_ADDR,
+            limit: (GDT.len() * 8 - 1) as u16,
+            ..Default::default()
+        },
+        // A busy 64-bit TSS descriptor shape, as VMX requires a usable TR.
+        tr: kvm_segment {
+            limit: 0x67,
+            type_: 0xB,
+            present: 1,
+            ..Default::default()
+        },
+        ldt: kvm_segment {
+            type_: 0x2,
+            present: 1,
+            unusable: 1,
+            ..Default::default()
+        },
+        cr0: CR0_PE | CR0_ET | CR0_PG,
+        cr3: PML4_ADDR,
+        cr4: CR4_PAE,
+        efer: EFER_LME | EFER_LMA,
         ..Default::default()
     };
-    sregs.ldt = kvm_segment {
-        type_: 0x2,
-        present: 1,
-        unusable: 1,
-        ..Default::default()
-    };
-    sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
-    sregs.cr3 = PML4_ADDR;
-    sregs.cr4 = CR4_PAE;
-    sregs.efer = EFER_LME | EFER_LMA;
     EntryState { regs, sregs }
 }

@@ -18,7 +18,7 @@ use crate::layout::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot read the kernel {path}: {source}")]
+    #[error("cannot read the kernel {path}")]
     KernelFile {
         path: PathBuf,
         source: std::io::Error,
@@ -31,7 +31,7 @@ pub enum BootError {
         elf: String,
         bzimage: String,
     },
-    #[error("cannot read the initramfs {path}: {source}")]
+    #[error("cannot read the initramfs {path}")]
     InitrdFile {
         path: PathBuf,
         source: std::io::Error,

@@ -1,0 +1,523 @@
+//! One VM: guest RAM, the platform devices, vCPUs on a backend, and the exit loop
+//! that turns guest progress into virtual time and decides, only at exits, when
+//! timers fire and interrupts are injected.
+
+use std::path::PathBuf;
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+
+use crate::backend::{self, BackendKind};
+use crate::boot::{self, BootSpec};
+use crate::clock::{TimeModel, VirtualTime};
+use crate::devices::platform::{CpuRequest, Platform, PlatformConfig, PlatformEvent};
+use crate::memory::GuestRam;
+use crate::seed;
+use crate::trace::{Decision, DecisionKind, TraceHash};
+use crate::vcpu::{GuestIo, IoFlow, Vcpu, VcpuError, VcpuExit};
+
+/// Options every detvm guest kernel needs; the user's command line is appended.
+/// - `clearcpuid=tsc`-free on purpose: on `emu` the TSC is virtual time.
+/// - `mitigations=off`: speculative-execution workarounds only cost instructions here.
+/// - `reboot=acpi`: resets go through the FADT reset register the platform serves.
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=acpi panic=-1 mitigations=off no_timer_check tsc=reliable";
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// Appended to [`BASE_CMDLINE`].
+    pub cmdline: String,
+    pub memory: u64,
+    pub vcpus: u8,
+    pub backend: BackendKind,
+    pub seed: u64,
+    /// Wall-clock time the RTC shows at power-on, in seconds since 1970.
+    pub epoch_unix_secs: i64,
+    pub time: TimeModel,
+    /// Most instructions one vCPU runs before the scheduler decides again.
+    pub max_quantum: u64,
+    /// Decisions between trace-hash checkpoints.
+    pub trace_every: u64,
+}
+
+impl VmConfig {
+    pub fn new(kernel: PathBuf) -> Self {
+        VmConfig {
+            kernel,
+            initrd: None,
+            cmdline: String::new(),
+            memory: 256 << 20,
+            vcpus: 1,
+            backend: BackendKind::Emu,
+            seed: 0,
+            epoch_unix_secs: 2_147_483_640, // 2038-01-19T03:14:00Z
+            time: TimeModel::default(),
+            max_quantum: 200_000,
+            trace_every: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
+    #[error("{vcpus} vCPUs requested: detvm supports 1 to 8")]
+    VcpuCount { vcpus: u8 },
+    #[error("vCPU {vcpu} at virtual time {time}: {error}")]
+    Vcpu {
+        vcpu: usize,
+        time: VirtualTime,
+        error: VcpuError,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    PowerOff,
+    Reset,
+    /// Every vCPU halted with interrupts off (Linux's "System halted").
+    Halted,
+    /// A triple fault: the guest is broken.
+    TripleFault {
+        vcpu: usize,
+        rip: u64,
+    },
+    /// The caller's virtual time limit was reached.
+    TimeLimit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CpuState {
+    Running,
+    /// HLT: wait for an interrupt.
+    Halted,
+    /// An AP before its startup IPI.
+    WaitForSipi,
+}
+
+/// Counters for the run summary.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub pio_reads: u64,
+    pub pio_writes: u64,
+    pub mmio_reads: u64,
+    pub mmio_writes: u64,
+    pub halts: u64,
+    pub injections: u64,
+    pub slices: u64,
+}
+
+pub struct Vm {
+    // Field order matters: vCPUs map guest RAM, so they are dropped before it.
+    vcpus: Vec<Box<dyn Vcpu>>,
+    cpu_state: Vec<CpuState>,
+    platform: Platform,
+    _ram: GuestRam,
+    now: VirtualTime,
+    time: TimeModel,
+    max_quantum: u64,
+    quantum_rng: rand_chacha::ChaCha20Rng,
+    trace: TraceHash,
+    stats: Stats,
+    next_cpu: usize,
+}
+
+impl Vm {
+    pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
+        if !(1..=8).contains(&config.vcpus) {
+            return Err(VmError::VcpuCount {
+                vcpus: config.vcpus,
+            });
+        }
+        let ram = GuestRam::new(config.memory)?;
+        let cmdline = format!("{BASE_CMDLINE} {}", config.cmdline);
+        let spec = BootSpec {
+            kernel: &config.kernel,
+            initrd: config.initrd.as_deref(),
+            cmdline: cmdline.trim(),
+            vcpus: config.vcpus,
+            rng_seed: seed::bytes(config.seed, "vm/boot-rng-seed"),
+        };
+        let entry = boot::load(ram.memory(), ram.size(), &spec)?;
+        let vcpu_error = |vcpu, error| VmError::Vcpu {
+            vcpu,
+            time: VirtualTime::ZERO,
+            error,
+        };
+        let mut vcpus =
+            backend::create_vcpus(config.backend, &ram, Platform::MMIO_RANGES, config.vcpus)
+                .map_err(|e| vcpu_error(0, e))?;
+        vcpus[0]
+            .set_sregs(&entry.sregs)
+            .map_err(|e| vcpu_error(0, e))?;
+        vcpus[0]
+            .set_regs(&entry.regs)
+            .map_err(|e| vcpu_error(0, e))?;
+        let mut cpu_state = vec![CpuState::WaitForSipi; config.vcpus as usize];
+        cpu_state[0] = CpuState::Running;
+        let platform = Platform::new(PlatformConfig {
+            vcpus: config.vcpus as usize,
+            rtc_epoch_unix_secs: config.epoch_unix_secs,
+        });
+        Ok(Vm {
+            vcpus,
+            cpu_state,
+            platform,
+            _ram: ram,
+            now: VirtualTime::ZERO,
+            time: config.time,
+            max_quantum: config.max_quantum.max(1),
+            quantum_rng: seed::stream(config.seed, "vm/vcpu-quanta"),
+            trace: TraceHash::new(config.trace_every),
+            stats: Stats::default(),
+            next_cpu: 0,
+        })
+    }
+
+    pub fn now(&self) -> VirtualTime {
+        self.now
+    }
+
+    pub fn trace(&self) -> &TraceHash {
+        &self.trace
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn instructions(&self) -> u64 {
+        self.vcpus.iter().map(|v| v.instructions_retired()).sum()
+    }
+
+    /// Runs until the guest stops or virtual time reaches `limit`, passing console
+    /// bytes to `console` as they appear.
+    pub fn run(
+        &mut self,
+        limit: VirtualTime,
+        console: &mut dyn FnMut(&[u8]),
+    ) -> Result<Outcome, VmError> {
+        loop {
+            self.platform.advance(self.now);
+            self.handle_cpu_requests()?;
+            let out = self.platform.take_console_output();
+            if !out.is_empty() {
+                console(&out);
+            }
+            if self.now >= limit {
+                return Ok(Outcome::TimeLimit);
+            }
+            let Some(cpu) = self.pick_cpu() else {
+                // Nobody can run: sleep until the next timer, or stop for good.
+                match self.platform.next_deadline(self.now) {
+                    Some(t) if t > self.now => {
+                        self.now = t.min(limit);
+                        self.record(DecisionKind::Wake, 0, 0, self.now.as_nanos());
+                        continue;
+                    }
+                    Some(_) => continue,
+                    None => return Ok(Outcome::Halted),
+                }
+            };
+            if let Some(outcome) = self.run_slice(cpu, limit)? {
+                let out = self.platform.take_console_output();
+                if !out.is_empty() {
+                    console(&out);
+                }
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// The next vCPU to run, round-robin among the runnable ones; a halted vCPU
+    /// with a deliverable interrupt wakes up here.
+    fn pick_cpu(&mut self) -> Option<usize> {
+        let n = self.vcpus.len();
+        for i in 0..n {
+            let cpu = (self.next_cpu + i) % n;
+            if self.cpu_state[cpu] == CpuState::Halted
+                && self.platform.pending_interrupt(cpu)
+                && self.vcpus[cpu].interruptible()
+            {
+                self.cpu_state[cpu] = CpuState::Running;
+            }
+            if self.cpu_state[cpu] == CpuState::Running {
+                self.next_cpu = (cpu + 1) % n;
+                return Some(cpu);
+            }
+        }
+        None
+    }
+
+    fn run_slice(&mut self, cpu: usize, limit: VirtualTime) -> Result<Option<Outcome>, VmError> {
+        let now = self.now;
+        let fail = |error| VmError::Vcpu {
+            vcpu: cpu,
+            time: now,
+            error,
+        };
+        if self.platform.pending_interrupt(cpu) && self.vcpus[cpu].interruptible() {
+            if let Some(vector) = self.platform.acknowledge_interrupt(cpu) {
+                self.vcpus[cpu].inject_interrupt(vector).map_err(fail)?;
+                self.stats.injections += 1;
+                self.record(DecisionKind::Inject, cpu, 0, u64::from(vector));
+            }
+        }
+
+        let budget = self.slice_budget(limit);
+        let start = self.vcpus[cpu].instructions_retired();
+        let mut bridge = IoBridge {
+            platform: &mut self.platform,
+            trace: &mut self.trace,
+            stats: &mut self.stats,
+            cpu,
+            start: self.now,
+            ns_per_insn: self.time.ns_per_instruction,
+            event: PlatformEvent::None,
+        };
+        let exit = self.vcpus[cpu].run(&mut bridge, budget).map_err(fail)?;
+        let event = bridge.event;
+        let retired = self.vcpus[cpu].instructions_retired() - start;
+        self.now = self
+            .now
+            .saturating_add(retired * self.time.ns_per_instruction + self.time.ns_per_exit);
+        self.stats.slices += 1;
+
+        match event {
+            PlatformEvent::PowerOff => return Ok(Some(Outcome::PowerOff)),
+            PlatformEvent::Reset => return Ok(Some(Outcome::Reset)),
+            PlatformEvent::None | PlatformEvent::InterruptsChanged => {}
+        }
+        match exit {
+            VcpuExit::Halted => {
+                self.stats.halts += 1;
+                let rip = self.vcpus[cpu].regs().map(|r| r.rip).unwrap_or(0);
+                self.record(DecisionKind::Halt, cpu, rip, 0);
+                // HLT with interrupts off never wakes (Linux's final halt).
+                if !self.vcpus[cpu].interruptible() && self.all_others_stopped(cpu) {
+                    return Ok(Some(Outcome::Halted));
+                }
+                self.cpu_state[cpu] = CpuState::Halted;
+            }
+            VcpuExit::TripleFault { rip } => {
+                return Ok(Some(Outcome::TripleFault { vcpu: cpu, rip }))
+            }
+            VcpuExit::BudgetExhausted => self.record(DecisionKind::Budget, cpu, 0, retired),
+            VcpuExit::IoStop | VcpuExit::InterruptWindow | VcpuExit::Kicked => {
+                self.record(DecisionKind::Stop, cpu, 0, retired)
+            }
+        }
+        Ok(None)
+    }
+
+    fn all_others_stopped(&self, cpu: usize) -> bool {
+        self.cpu_state
+            .iter()
+            .enumerate()
+            .all(|(i, s)| i == cpu || *s != CpuState::Running)
+    }
+
+    /// Instructions until the next timer (so it fires exactly on time), capped by a
+    /// quantum drawn from the seed when several vCPUs share the timeline.
+    fn slice_budget(&mut self, limit: VirtualTime) -> u64 {
+        use rand_chacha::rand_core::Rng;
+        let ns = self.time.ns_per_instruction.max(1);
+        let mut budget = self.max_quantum;
+        if self.vcpus.len() > 1 {
+            budget = 1 + self.quantum_rng.next_u64() % self.max_quantum;
+        }
+        let deadline = self
+            .platform
+            .next_deadline(self.now)
+            .map_or(limit, |t| t.min(limit));
+        let until = deadline.saturating_sub(self.now) / ns;
+        budget.min(until.max(1))
+    }
+
+    fn handle_cpu_requests(&mut self) -> Result<(), VmError> {
+        for (cpu, request) in self.platform.take_cpu_requests() {
+            if cpu >= self.vcpus.len() {
+                continue;
+            }
+            match request {
+                CpuRequest::Init => self.cpu_state[cpu] = CpuState::WaitForSipi,
+                CpuRequest::Startup(vector) if self.cpu_state[cpu] == CpuState::WaitForSipi => {
+                    let (regs, sregs) = real_mode_startup(vector);
+                    let now = self.now;
+                    let fail = |error| VmError::Vcpu {
+                        vcpu: cpu,
+                        time: now,
+                        error,
+                    };
+                    self.vcpus[cpu].set_sregs(&sregs).map_err(fail)?;
+                    self.vcpus[cpu].set_regs(&regs).map_err(fail)?;
+                    self.cpu_state[cpu] = CpuState::Running;
+                }
+                // A SIPI to a running CPU is ignored, as on hardware; NMIs are not modelled yet.
+                CpuRequest::Startup(_) | CpuRequest::Nmi => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, kind: DecisionKind, cpu: usize, rip: u64, detail: u64) {
+        let instructions = self.vcpus.get(cpu).map_or(0, |v| v.instructions_retired());
+        self.trace.record(Decision {
+            kind,
+            vcpu: cpu as u32,
+            rip,
+            time: self.now,
+            instructions,
+            detail,
+        });
+    }
+}
+
+/// The state an AP starts in after a startup IPI: real mode at vector * 4 KiB.
+fn real_mode_startup(vector: u8) -> (kvm_regs, kvm_sregs) {
+    let segment = |selector: u16, code: bool| kvm_segment {
+        base: u64::from(selector) << 4,
+        limit: 0xFFFF,
+        selector,
+        type_: if code { 0xB } else { 0x3 },
+        present: 1,
+        s: 1,
+        ..Default::default()
+    };
+    let data = segment(0, false);
+    let sregs = kvm_sregs {
+        cs: segment(u16::from(vector) << 8, true),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        gdt: kvm_bindings::kvm_dtable {
+            limit: 0xFFFF,
+            ..Default::default()
+        },
+        idt: kvm_bindings::kvm_dtable {
+            limit: 0xFFFF,
+            ..Default::default()
+        },
+        tr: kvm_segment {
+            limit: 0xFFFF,
+            type_: 0xB,
+            present: 1,
+            ..Default::default()
+        },
+        ldt: kvm_segment {
+            limit: 0xFFFF,
+            type_: 0x2,
+            present: 1,
+            ..Default::default()
+        },
+        cr0: 0x6000_0010,
+        ..Default::default()
+    };
+    (
+        kvm_regs {
+            rip: 0,
+            rflags: 0x2,
+            ..Default::default()
+        },
+        sregs,
+    )
+}
+
+/// Connects a running vCPU to the platform for one slice, turning instruction
+/// counts into virtual time and recording every access in the trace hash.
+struct IoBridge<'a> {
+    platform: &'a mut Platform,
+    trace: &'a mut TraceHash,
+    stats: &'a mut Stats,
+    cpu: usize,
+    start: VirtualTime,
+    ns_per_insn: u64,
+    event: PlatformEvent,
+}
+
+impl IoBridge<'_> {
+    fn at(&self, insns: u64) -> VirtualTime {
+        self.start.saturating_add(insns * self.ns_per_insn)
+    }
+
+    fn record(&mut self, kind: DecisionKind, insns: u64, detail: u64) {
+        let time = self.at(insns);
+        self.trace.record(Decision {
+            kind,
+            vcpu: self.cpu as u32,
+            rip: 0,
+            time,
+            instructions: insns,
+            detail,
+        });
+    }
+
+    fn flow(&mut self, event: PlatformEvent) -> IoFlow {
+        match event {
+            PlatformEvent::None => IoFlow::Continue,
+            other => {
+                if self.event == PlatformEvent::None || other != PlatformEvent::InterruptsChanged {
+                    self.event = other;
+                }
+                IoFlow::Stop
+            }
+        }
+    }
+}
+
+/// Folds an access's value into the trace detail: address in the high bits, data low.
+fn detail(addr: u64, data: &[u8]) -> u64 {
+    let mut value = [0u8; 8];
+    let n = data.len().min(8);
+    value[..n].copy_from_slice(&data[..n]);
+    (addr << 32) ^ u64::from_le_bytes(value)
+}
+
+impl GuestIo for IoBridge<'_> {
+    fn pio_read(&mut self, insns: u64, port: u16, data: &mut [u8]) {
+        self.platform.pio_read(self.at(insns), self.cpu, port, data);
+        self.stats.pio_reads += 1;
+        self.record(DecisionKind::PioRead, insns, detail(u64::from(port), data));
+    }
+
+    fn pio_write(&mut self, insns: u64, port: u16, data: &[u8]) -> IoFlow {
+        let event = self
+            .platform
+            .pio_write(self.at(insns), self.cpu, port, data);
+        self.stats.pio_writes += 1;
+        self.record(DecisionKind::PioWrite, insns, detail(u64::from(port), data));
+        self.flow(event)
+    }
+
+    fn mmio_read(&mut self, insns: u64, addr: u64, data: &mut [u8]) {
+        if !self
+            .platform
+            .mmio_read(self.at(insns), self.cpu, addr, data)
+        {
+            data.fill(0xFF);
+        }
+        self.stats.mmio_reads += 1;
+        self.record(DecisionKind::MmioRead, insns, detail(addr, data));
+    }
+
+    fn mmio_write(&mut self, insns: u64, addr: u64, data: &[u8]) -> IoFlow {
+        let (_, event) = self
+            .platform
+            .mmio_write(self.at(insns), self.cpu, addr, data);
+        self.stats.mmio_writes += 1;
+        self.record(DecisionKind::MmioWrite, insns, detail(addr, data));
+        self.flow(event)
+    }
+
+    fn rdtsc(&mut self, insns: u64) -> u64 {
+        // A 1 GHz TSC: virtual nanoseconds.
+        self.at(insns).as_nanos()
+    }
+}
