@@ -13,6 +13,7 @@
 //! ```
 
 mod blob;
+pub mod build;
 mod digest;
 mod import;
 pub mod oci;

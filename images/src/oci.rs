@@ -114,6 +114,7 @@ pub struct RawConfig {
 
 /// How to run an image: the part of its config the guest agent needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
