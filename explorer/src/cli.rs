@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "detvm", version, about = "Deterministic test platform for distributed systems")]
+#[command(
+    name = "detvm",
+    version,
+    about = "Deterministic test platform for distributed systems"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +18,9 @@ struct Cli {
 enum Command {
     /// Print where detvm keeps its caches (guest kernel, images).
     Paths,
+    /// Load, list, remove and build container images (docs/images.md).
+    #[command(subcommand)]
+    Image(crate::image_cmd::ImageCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -27,5 +34,12 @@ pub fn main() -> ExitCode {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS
         }
+        Command::Image(cmd) => match crate::image_cmd::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

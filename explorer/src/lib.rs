@@ -1,4 +1,5 @@
 //! detvm's explorer: the command line and, later, compose runs and campaigns.
 
 pub mod cli;
+pub mod image_cmd;
 pub mod paths;

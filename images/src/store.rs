@@ -59,6 +59,17 @@ impl Image {
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()
     }
+
+    /// Digest, names, run config and layers as pretty JSON (`detvm image inspect`).
+    pub fn to_json(&self) -> String {
+        let layers: Vec<_> = self
+            .layers
+            .iter()
+            .map(|l| serde_json::json!({"digest": l.digest, "diff_id": l.diff_id, "size": l.size}))
+            .collect();
+        let json = serde_json::json!({"digest": self.digest, "names": self.names, "config": self.config, "layers": layers});
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    }
 }
 
 pub struct Store {

@@ -105,18 +105,51 @@ impl Spec {
     }
 }
 
-/// A built image: its layer blobs (in `work`) and config, ready to write or load.
+/// A built image: its layer blobs (in a temporary folder it owns) and config.
 #[derive(Debug)]
 pub struct Built {
     pub name: String,
     pub layers: Vec<LayerBlob>,
     pub config: ImageConfig,
+    work: tempfile::TempDir,
 }
 
-/// Where builds keep things: `cache` for debootstrap results, `work` for this build's layers.
+impl Built {
+    /// Writes the image as an OCI layout folder, or an OCI archive if `out` ends in `.tar`.
+    /// Returns the manifest digest.
+    pub fn write(&self, out: &Path) -> Result<String, BuildError> {
+        let result = if out.extension().is_some_and(|e| e == "tar") {
+            write_archive(out, &self.name, &self.layers, &self.config)
+        } else {
+            write_layout(out, &self.name, &self.layers, &self.config)
+        };
+        result.map_err(|source| BuildError::Output {
+            path: out.into(),
+            source,
+        })
+    }
+
+    /// Loads the image into `store` under its name (through an OCI layout, like any import).
+    pub fn load_into(
+        &self,
+        store: &crate::Store,
+    ) -> Result<Vec<crate::ImageRef>, crate::ImportError> {
+        let layout = self.work.path().join("layout");
+        write_layout(&layout, &self.name, &self.layers, &self.config).map_err(|source| {
+            crate::ImportError::Write {
+                path: layout.clone(),
+                source,
+            }
+        })?;
+        let loaded = store.load_as(&layout, Some(&self.name));
+        let _ = std::fs::remove_dir_all(&layout);
+        loaded
+    }
+}
+
+/// `cache` keeps debootstrap results: the CLI passes `$DETVM_CACHE`, else `~/.cache/detvm`.
 pub struct BuildOptions {
     pub cache: PathBuf,
-    pub work: PathBuf,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<Built, BuildError> {
@@ -124,18 +157,18 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<Built, BuildError> {
         path: spec.base_dir.clone(),
         what: e.to_string(),
     })?;
-    std::fs::create_dir_all(&opts.work).map_err(|source| BuildError::Output {
-        path: opts.work.clone(),
+    let work = tempfile::tempdir().map_err(|source| BuildError::Output {
+        path: std::env::temp_dir(),
         source,
     })?;
     let mut layers = Vec::new();
     let mut config = spec.config.clone();
     match &spec.debootstrap {
         Some(deb) => layers.push(deb.layer(&opts.cache)?),
-        None => layers.push(busybox_layer(&opts.work.join("base.tar.gz"))?),
+        None => layers.push(busybox_layer(&work.path().join("base.tar.gz"))?),
     }
     if !spec.files.is_empty() {
-        layers.push(files_layer(spec, &opts.work.join("files.tar.gz"))?);
+        layers.push(files_layer(spec, &work.path().join("files.tar.gz"))?);
     }
     if !config.env.iter().any(|e| e.starts_with("PATH=")) {
         config.env.insert(
@@ -147,6 +180,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<Built, BuildError> {
         name,
         layers,
         config,
+        work,
     })
 }
 
