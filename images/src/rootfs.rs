@@ -35,7 +35,7 @@ pub enum RootfsError {
 }
 
 /// Changing how the image is built must change this, so old cache entries are not reused.
-const FORMAT: &str = "detvm-rootfs v1: sqfstar -comp zstd -reproducible -mkfs-time 0";
+const FORMAT: &str = "detvm-rootfs v1: sqfstar -comp zstd -reproducible -mkfs-time 0 -all-time 0";
 
 /// The cache key of a root filesystem: the format and the uncompressed layer digests.
 pub fn cache_key(image: &Image) -> String {
@@ -91,27 +91,18 @@ pub(crate) fn build(store: &Store, image: &Image) -> Result<PathBuf, RootfsError
     let sqfs = work.path().join("rootfs.sqfs");
     let root = &tree.root;
     let mut child = Command::new("sqfstar")
+        // sqfstar 4.5.1 ignores -root-time (the root gets the build time), so only -all-time
+        // makes the output reproducible: every time in the image is the epoch.
+        .args(["-reproducible", "-mkfs-time", "0", "-all-time", "0"])
+        .args(["-comp", "zstd", "-no-progress", "-quiet"])
+        .args(["-root-mode", &format!("{:o}", root.mode)])
         .args([
-            "-reproducible",
-            "-mkfs-time",
-            "0",
-            "-comp",
-            "zstd",
-            "-no-progress",
-            "-quiet",
-        ])
-        .args([
-            "-root-mode",
-            &format!("{:o}", root.mode),
             "-root-uid",
             &root.uid.to_string(),
-        ])
-        .args([
             "-root-gid",
             &root.gid.to_string(),
-            "-root-time",
-            &root.mtime.to_string(),
         ])
+        .env_remove("SOURCE_DATE_EPOCH") // sqfstar refuses it together with -all-time
         .arg(&sqfs)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
