@@ -26,6 +26,14 @@ pub enum RootfsError {
     Layer { image: String, source: LayerError },
     #[error("root filesystem of {image}: `sqfstar` is missing; install squashfs-tools (scripts/setup.sh does)")]
     NoTool { image: String },
+    #[error(
+        "root filesystem of {image}: writing the tar stream into sqfstar failed: {source} {stderr}"
+    )]
+    Stream {
+        image: String,
+        source: io::Error,
+        stderr: String,
+    },
     #[error("root filesystem of {image}: sqfstar failed ({status}): {stderr}")]
     Tool {
         image: String,
@@ -129,14 +137,19 @@ pub(crate) fn build(store: &Store, image: &Image) -> Result<PathBuf, RootfsError
     };
     let status = child.wait().map_err(|e| io_err(Path::new("sqfstar"), e))?;
     let stderr = stderr_reader.join().unwrap_or_default();
-    if !status.success() || written.is_err() {
-        let stderr = match written {
-            Err(e) if stderr.trim().is_empty() => e.to_string(),
-            _ => stderr.trim().to_string(),
-        };
+    if let Err(source) = written {
+        let stderr = stderr.trim().to_string();
+        return Err(RootfsError::Stream {
+            image: name,
+            source,
+            stderr,
+        });
+    }
+    if !status.success() {
+        let (status, stderr) = (status.to_string(), stderr.trim().to_string());
         return Err(RootfsError::Tool {
             image: name,
-            status: status.to_string(),
+            status,
             stderr,
         });
     }

@@ -177,6 +177,10 @@ impl Tree {
         kind: Pending,
         meta: Meta,
     ) -> Result<(), LayerError> {
+        if path.is_empty() {
+            self.root = meta; // `./`: the root directory's owner and mode
+            return Ok(());
+        }
         self.make_parents(layer, &path)?;
         let kind = match kind {
             Pending::Node(Kind::Dir) => {
