@@ -11,10 +11,11 @@ use thiserror::Error;
 /// Why a layer could not be applied. `layer` names the file (or blob) the tar came from.
 #[derive(Debug, Error)]
 pub enum LayerError {
-    #[error("layer {layer}: cannot read the tar after entry {after:?}: {source} (is the file truncated or not a tar?)")]
+    /// `at` is `after "name"` for a broken header, `in "name"` for a bad field.
+    #[error("layer {layer}: cannot read the tar {at}: {source} (is the file truncated or not a tar?)")]
     Tar {
         layer: String,
-        after: String,
+        at: String,
         source: std::io::Error,
     },
     #[error("layer {layer}: entry {entry:?} escapes the root with `..`; the archive is unsafe, rebuild it")]
@@ -278,14 +279,14 @@ fn read_changes(index: usize, layer: &str, reader: impl Read) -> Result<Vec<Chan
     let mut archive = tar::Archive::new(reader);
     let mut changes = Vec::new();
     let mut last = String::from("(start of the tar)");
-    let tar_err = |last: &str, source| LayerError::Tar {
+    let tar_err = |at: String, source| LayerError::Tar {
         layer: layer.into(),
-        after: last.into(),
+        at,
         source,
     };
-    let entries = archive.entries().map_err(|e| tar_err(&last, e))?;
+    let entries = archive.entries().map_err(|e| tar_err(format!("after entry {last:?}"), e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| tar_err(&last, e))?;
+        let mut entry = entry.map_err(|e| tar_err(format!("after entry {last:?}"), e))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let unsupported = |what: &str| LayerError::Unsupported {
             layer: layer.into(),
@@ -299,7 +300,7 @@ fn read_changes(index: usize, layer: &str, reader: impl Read) -> Result<Vec<Chan
             layer: layer.into(),
             entry: raw.clone(),
         })?;
-        let meta = read_meta(&mut entry).map_err(|e| tar_err(&raw, e))?;
+        let meta = read_meta(&mut entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
         let header = entry.header();
         let kind = header.entry_type();
         let Some(path) = path else {
@@ -354,11 +355,11 @@ fn read_changes(index: usize, layer: &str, reader: impl Read) -> Result<Vec<Chan
             }
             tar::EntryType::Link => Pending::HardLink(link_name(&entry, &raw, layer)?),
             tar::EntryType::Char => {
-                let (ma, mi) = device(&entry).map_err(|e| tar_err(&raw, e))?;
+                let (ma, mi) = device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
                 Pending::Node(Kind::Char(ma, mi))
             }
             tar::EntryType::Block => {
-                let (ma, mi) = device(&entry).map_err(|e| tar_err(&raw, e))?;
+                let (ma, mi) = device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
                 Pending::Node(Kind::Block(ma, mi))
             }
             tar::EntryType::Fifo => Pending::Node(Kind::Fifo),
