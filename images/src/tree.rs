@@ -12,7 +12,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum LayerError {
     /// `at` is `after "name"` for a broken header, `in "name"` for a bad field.
-    #[error("layer {layer}: cannot read the tar {at}: {source} (is the file truncated or not a tar?)")]
+    #[error(
+        "layer {layer}: cannot read the tar {at}: {source} (is the file truncated or not a tar?)"
+    )]
     Tar {
         layer: String,
         at: String,
@@ -284,7 +286,9 @@ fn read_changes(index: usize, layer: &str, reader: impl Read) -> Result<Vec<Chan
         at,
         source,
     };
-    let entries = archive.entries().map_err(|e| tar_err(format!("after entry {last:?}"), e))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| tar_err(format!("after entry {last:?}"), e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_err(format!("after entry {last:?}"), e))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -355,11 +359,13 @@ fn read_changes(index: usize, layer: &str, reader: impl Read) -> Result<Vec<Chan
             }
             tar::EntryType::Link => Pending::HardLink(link_name(&entry, &raw, layer)?),
             tar::EntryType::Char => {
-                let (ma, mi) = device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
+                let (ma, mi) =
+                    device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
                 Pending::Node(Kind::Char(ma, mi))
             }
             tar::EntryType::Block => {
-                let (ma, mi) = device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
+                let (ma, mi) =
+                    device(&entry).map_err(|e| tar_err(format!("in entry {raw:?}"), e))?;
                 Pending::Node(Kind::Block(ma, mi))
             }
             tar::EntryType::Fifo => Pending::Node(Kind::Fifo),

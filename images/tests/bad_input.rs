@@ -47,7 +47,9 @@ fn layout(dir: &Path, layers: &[Vec<u8>]) -> String {
     let blobs: Vec<LayerBlob> = layers
         .iter()
         .enumerate()
-        .map(|(i, tar)| LayerBlob::from_tar(&dir.with_extension(format!("layer{i}")), &tar[..]).unwrap())
+        .map(|(i, tar)| {
+            LayerBlob::from_tar(&dir.with_extension(format!("layer{i}")), &tar[..]).unwrap()
+        })
         .collect();
     write_layout(dir, "bad:1", &blobs, &ImageConfig::default()).unwrap()
 }
@@ -68,7 +70,10 @@ fn load_fails(path: &Path, names: &[&str]) -> ImportError {
     for n in names {
         assert!(msg.contains(n), "error {msg:?} should name {n:?}");
     }
-    assert!(msg.contains(&path.display().to_string()), "error {msg:?} should name the file");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "error {msg:?} should name the file"
+    );
     assert_untouched(&store);
     err
 }
@@ -76,7 +81,11 @@ fn load_fails(path: &Path, names: &[&str]) -> ImportError {
 #[test]
 fn truncated_archive() {
     let dir = tempfile::tempdir().unwrap();
-    let blob = LayerBlob::from_tar(&dir.path().join("l"), &raw_tar(&[E::File("big", &[7u8; 100_000])])[..]).unwrap();
+    let blob = LayerBlob::from_tar(
+        &dir.path().join("l"),
+        &raw_tar(&[E::File("big", &[7u8; 100_000])])[..],
+    )
+    .unwrap();
     let archive = dir.path().join("image.tar");
     write_archive(&archive, "t:1", &[blob], &ImageConfig::default()).unwrap();
     let bytes = std::fs::read(&archive).unwrap();
@@ -94,7 +103,10 @@ fn truncated_layer_tar() {
     let err = load_fails(&dir.path().join("img"), &["not an image"]);
     assert!(matches!(err, ImportError::NotAnImage { .. }), "{err:?}");
     layout(&dir.path().join("img"), &[tar]);
-    let err = load_fails(&dir.path().join("img"), &["after entry \"big\"", "truncated"]);
+    let err = load_fails(
+        &dir.path().join("img"),
+        &["after entry \"big\"", "truncated"],
+    );
     assert!(matches!(err, ImportError::Layer { .. }), "{err:?}");
 }
 
@@ -105,7 +117,10 @@ fn layer_digest_mismatch() {
     layout(&img, &[raw_tar(&[E::File("a", b"hello")])]);
     let manifest = std::fs::read_dir(img.join("blobs/sha256")).unwrap();
     // Corrupt the gzip layer: the only blob that is not JSON.
-    let layer = manifest.map(|e| e.unwrap().path()).find(|p| std::fs::read(p).unwrap()[0] == 0x1f).unwrap();
+    let layer = manifest
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap()[0] == 0x1f)
+        .unwrap();
     let mut bytes = std::fs::read(&layer).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 0xff;
@@ -118,7 +133,13 @@ fn layer_digest_mismatch() {
 #[test]
 fn dot_dot_escapes_the_root() {
     let dir = tempfile::tempdir().unwrap();
-    layout(&dir.path().join("img"), &[raw_tar(&[E::File("ok", b"1"), E::File("a/../../evil", b"x")])]);
+    layout(
+        &dir.path().join("img"),
+        &[raw_tar(&[
+            E::File("ok", b"1"),
+            E::File("a/../../evil", b"x"),
+        ])],
+    );
     let err = load_fails(&dir.path().join("img"), &["a/../../evil", "`..`"]);
     assert!(matches!(err, ImportError::Layer { .. }), "{err:?}");
 }
@@ -129,13 +150,19 @@ fn write_through_an_absolute_symlink() {
     let lower = raw_tar(&[E::Symlink("etc", "/host/etc")]);
     let upper = raw_tar(&[E::File("etc/passwd", b"root::0:0::/:/bin/sh\n")]);
     layout(&dir.path().join("img"), &[lower, upper]);
-    load_fails(&dir.path().join("img"), &["etc/passwd", "symlink \"etc\" -> \"/host/etc\""]);
+    load_fails(
+        &dir.path().join("img"),
+        &["etc/passwd", "symlink \"etc\" -> \"/host/etc\""],
+    );
 }
 
 #[test]
 fn hard_link_out_of_the_root() {
     let dir = tempfile::tempdir().unwrap();
-    layout(&dir.path().join("img"), &[raw_tar(&[E::HardLink("shadow", "../../etc/shadow")])]);
+    layout(
+        &dir.path().join("img"),
+        &[raw_tar(&[E::HardLink("shadow", "../../etc/shadow")])],
+    );
     load_fails(&dir.path().join("img"), &["\"shadow\"", "../../etc/shadow"]);
 }
 
@@ -161,10 +188,23 @@ fn a_failed_load_keeps_what_was_there() {
     layout(&bad, &[raw_tar(&[E::File("../x", b"1")])]);
     let (_s, store) = store();
     store.load(&good).unwrap();
-    let blobs = |s: &Store| std::fs::read_dir(s.root().join("blobs/sha256")).unwrap().count();
-    let (before, index) = (blobs(&store), std::fs::read(store.root().join("index.json")).unwrap());
+    let blobs = |s: &Store| {
+        std::fs::read_dir(s.root().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let (before, index) = (
+        blobs(&store),
+        std::fs::read(store.root().join("index.json")).unwrap(),
+    );
     store.load(&bad).unwrap_err();
     assert_eq!(blobs(&store), before);
-    assert_eq!(std::fs::read(store.root().join("index.json")).unwrap(), index);
-    assert_eq!(std::fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read(store.root().join("index.json")).unwrap(),
+        index
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
+        0
+    );
 }

@@ -5,7 +5,7 @@ use common::*;
 use detvm_images::ImageConfig;
 use std::os::unix::fs::MetadataExt;
 
-const TOOLS: &[&str] = &["umoci", "skopeo", "tar", "sqfstar", "unsquashfs"];
+const TOOLS: &[&str] = &["umoci", "skopeo", "tar", "mksquashfs", "unsquashfs"];
 
 /// Layer 2 deleted `gone/` and `opq/old` (umoci whiteouts) and rewrote `etc/a`; layer 3 made
 /// `opq/` opaque (hiding `opq/sub/deep`) and added `opq/new`.
