@@ -135,7 +135,7 @@ enum Pending {
 
 /// Splits a tar name into clean components: `./a//b/` → `a/b`, `/a` → `a` (as Docker does),
 /// and refuses `..`. `Ok(None)` is the root itself.
-pub fn clean_path(raw: &str) -> Result<Option<String>, ()> {
+pub(crate) fn clean_path(raw: &str) -> Result<Option<String>, ()> {
     let mut parts = Vec::new();
     for part in raw.split('/') {
         match part {
@@ -396,11 +396,13 @@ fn link_name<R: Read>(entry: &tar::Entry<R>, raw: &str, layer: &str) -> Result<S
 /// Owner, mode, time and xattrs, with PAX records overriding the ustar fields.
 fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Meta> {
     let h = entry.header();
+    // Some writers leave owner and time fields blank; the header checksum already passed, so
+    // blank means zero rather than corruption.
     let mut meta = Meta {
         mode: h.mode()? & 0o7777,
-        uid: h.uid()?,
-        gid: h.gid()?,
-        mtime: h.mtime()?,
+        uid: h.uid().unwrap_or(0),
+        gid: h.gid().unwrap_or(0),
+        mtime: h.mtime().unwrap_or(0),
         xattrs: Vec::new(),
     };
     if let Some(pax) = entry.pax_extensions()? {
@@ -428,3 +430,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Meta> {
     meta.xattrs.sort();
     Ok(meta)
 }
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;

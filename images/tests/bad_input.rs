@@ -136,6 +136,7 @@ fn dot_dot_escapes_the_root() {
     layout(
         &dir.path().join("img"),
         &[raw_tar(&[
+            E::Dir("a/"),
             E::File("ok", b"1"),
             E::File("a/../../evil", b"x"),
         ])],
