@@ -28,7 +28,7 @@ pub enum ImageCommand {
     /// Print the path of an image's guest root filesystem (a squashfs), building it if needed.
     Rootfs { reference: String },
     /// Build an image without Docker, from a TOML spec or from options.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
 }
 
 #[derive(Args)]
@@ -134,7 +134,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
             let image = store.resolve(&reference)?;
             println!("{}", store.rootfs(&image)?.display());
         }
-        ImageCommand::Build(args) => build_cmd(args, &root)?,
+        ImageCommand::Build(args) => build_cmd(*args, &root)?,
     }
     Ok(())
 }
