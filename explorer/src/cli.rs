@@ -37,7 +37,7 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => match crate::image_cmd::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::image_cmd::error_text(&e));
                 ExitCode::FAILURE
             }
         },

@@ -219,3 +219,19 @@ fn human(bytes: u64) -> String {
         b => format!("{b} B"),
     }
 }
+
+/// The error and its causes on one line, skipping causes the message above already quotes
+/// (the image errors name their cause in their own text).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !text.contains(&msg) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&msg);
+        }
+    }
+    text
+}
