@@ -97,7 +97,9 @@ impl Debootstrap {
         w.host_tree(&target, &bar).map_err(write_err)?;
         let mut blob = w.finish().map_err(write_err)?;
         bar.finish_and_clear();
-        let final_path = dir.join("layer.tar.gz");
+        // Named by digest and described by a layer.json renamed into place, so two builds
+        // racing on one cache folder each leave a consistent pair.
+        let final_path = dir.join(format!("{}.tar.gz", &blob.digest["sha256:".len()..]));
         std::fs::rename(&tmp_layer, &final_path).map_err(|source| BuildError::Output {
             path: final_path.clone(),
             source,
@@ -107,10 +109,13 @@ impl Debootstrap {
             path: meta_path.clone(),
             source: e.into(),
         })?;
-        std::fs::write(&meta_path, json).map_err(|source| BuildError::Output {
+        let out_err = |source| BuildError::Output {
             path: meta_path.clone(),
             source,
-        })?;
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(out_err)?;
+        std::io::Write::write_all(&mut tmp, &json).map_err(out_err)?;
+        tmp.persist(&meta_path).map_err(|e| out_err(e.error))?;
         Ok(blob)
     }
 
