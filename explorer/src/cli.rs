@@ -20,6 +20,9 @@ enum Command {
     Boot(crate::boot_cmd::BootArgs),
     /// Print where detvm keeps its caches (guest kernel, images).
     Paths,
+    /// Load, list, remove and build container images (docs/images.md).
+    #[command(subcommand)]
+    Image(crate::image_cmd::ImageCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -40,5 +43,12 @@ pub fn main() -> ExitCode {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS
         }
+        Command::Image(cmd) => match crate::image_cmd::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", crate::image_cmd::error_text(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
