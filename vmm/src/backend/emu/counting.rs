@@ -68,8 +68,17 @@ pub(super) struct Access {
 
 #[derive(Clone, Copy)]
 pub(super) struct CurTb {
-    pub tb: Tb,
+    tb: Tb,
+    pc: u64,
     pub icount: u32,
+}
+
+impl CurTb {
+    /// The block, unless a TB flush has reused its memory since (then it had completed:
+    /// QEMU only flushes between blocks).
+    pub fn tb(&self) -> Option<Tb> {
+        Some(self.tb).filter(|t| t.pc() == self.pc && t.icount() == self.icount)
+    }
 }
 
 /// Everything the C callbacks see, through their `user_data` pointer.
@@ -131,7 +140,7 @@ impl HookState {
     /// Instructions retired in this run before the instruction at guest `pc` (which belongs
     /// to the current block).
     pub fn insns_at_pc(&self, pc: u64) -> u64 {
-        self.committed + self.cur.and_then(|c| c.tb.index_of_pc(pc)).unwrap_or(0) as u64
+        self.committed + self.cur.and_then(|c| c.tb()?.index_of_pc(pc)).unwrap_or(0) as u64
     }
 
     /// As [`Self::insns_at_pc`] for an instruction known by the host return address of a
@@ -140,7 +149,7 @@ impl HookState {
         self.committed
             + self
                 .cur
-                .and_then(|c| c.tb.index_of_host_pc(host_pc))
+                .and_then(|c| c.tb()?.index_of_host_pc(host_pc))
                 .unwrap_or(0) as u64
     }
 
@@ -148,7 +157,8 @@ impl HookState {
     /// `pc` is not one of its instructions, after its last one.
     pub fn cut_current_block_at(&mut self, pc: u64) {
         if let Some(c) = self.cur.take() {
-            self.committed += c.tb.index_of_pc(pc).unwrap_or(c.icount) as u64;
+            let done = c.tb().and_then(|t| t.index_of_pc(pc));
+            self.committed += done.unwrap_or(c.icount) as u64;
         }
     }
 
@@ -161,7 +171,9 @@ impl HookState {
             // self-modifying code: the previous block ended before that instruction.
             let restarted = forced == 0 && found.is_some_and(|t| t.cflags() & CF_COUNT_MASK == 1);
             let done = if restarted {
-                prev.tb.index_of_pc(pc).unwrap_or(prev.icount)
+                prev.tb()
+                    .and_then(|t| t.index_of_pc(pc))
+                    .unwrap_or(prev.icount)
             } else {
                 prev.icount
             };
@@ -192,7 +204,7 @@ impl HookState {
             };
             return self.request_stop(why);
         }
-        self.cur = Some(CurTb { tb, icount });
+        self.cur = Some(CurTb { tb, pc, icount });
     }
 
     /// Records a device access of instruction number `insn`, or, while replaying, returns

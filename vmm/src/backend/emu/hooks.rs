@@ -195,8 +195,9 @@ pub(super) unsafe extern "C" fn on_mmio_write(
     if flow == Some(IoFlow::Stop) && st.mode == Mode::Normal {
         // The instruction's pc is needed to cut the block: take it from the search data.
         let pc = st.cur.and_then(|c| {
-            let i = c.tb.index_of_host_pc(host_pc)? as usize;
-            c.tb.insns().get(i).map(|&(pc, _)| pc)
+            let tb = c.tb()?;
+            let i = tb.index_of_host_pc(host_pc)? as usize;
+            tb.insns().get(i).map(|&(pc, _)| pc)
         });
         match pc {
             Some(pc) => stop_and_rewind(st, pc, Some(host_pc)),

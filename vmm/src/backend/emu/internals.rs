@@ -302,6 +302,10 @@ impl Cpu {
             // page, which the block about to run has just filled.
             let tb = unsafe { tb_htable_lookup(self.cs, pc, cs_base, flags, cf) };
             if matches(tb) {
+                // Refresh the jump cache as QEMU's own lookup does: chained blocks never pass
+                // through it, so a stale entry would send every later hook down this path.
+                // SAFETY: a slot of the jump cache array (see above).
+                unsafe { wr(self.cs, CS_TB_JMP_CACHE + 8 * hash as usize, tb) };
                 return Some(Tb(tb));
             }
         }

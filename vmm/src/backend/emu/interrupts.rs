@@ -44,7 +44,10 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     // Unicorn has already moved RIP past INT n; a fault while delivering it must point at
     // the INT, which is the last instruction of its block.
     let int_pc = is_int
-        .then(|| st.cur.and_then(|c| c.tb.insns().last().map(|&(pc, _)| pc)))
+        .then(|| {
+            st.cur
+                .and_then(|c| c.tb()?.insns().last().map(|&(pc, _)| pc))
+        })
         .flatten();
     let pc = match int_pc {
         Some(pc) => {

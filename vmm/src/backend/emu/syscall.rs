@@ -67,13 +67,13 @@ pub(super) unsafe extern "C" fn on_syscall(_uc: *mut uc_engine, user_data: *mut 
 
 /// The instruction after the one at `pc`: SYSCALL ends its block, so normally the block end.
 fn next_insn_pc(st: &HookState, pc: u64) -> u64 {
-    let Some(cur) = st.cur else {
+    let Some(tb) = st.cur.and_then(|c| c.tb()) else {
         return pc.wrapping_add(2);
     };
-    let insns = cur.tb.insns();
+    let insns = tb.insns();
     match insns.iter().position(|&(p, _)| p == pc) {
         Some(i) if i + 1 < insns.len() => insns[i + 1].0,
-        _ => cur.tb.pc().wrapping_add(cur.tb.size() as u64),
+        _ => tb.pc().wrapping_add(tb.size() as u64),
     }
 }
 

@@ -421,6 +421,18 @@ fn self_modifying_code_inside_a_block_counts_exactly() {
     assert_eq!(g.vcpu.instructions_retired(), 5);
 }
 
+#[test]
+fn access_to_unbacked_memory_is_an_error_not_a_panic() {
+    // mov eax, [0x200000]: mapped by the page tables, but no RAM behind it
+    let mut g = guest(&[0x8b, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00, 0xf4]);
+    g.ram.map_2m(0x20_0000);
+    let mut io = Recorder::default();
+    match g.vcpu.run(&mut io, 1000) {
+        Err(crate::vcpu::VcpuError::Backend { rip, .. }) => assert_eq!(rip, CODE),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
 fn io_trace(code: &[u8], budget: u64) -> (Vec<Seen>, Vec<u64>) {
     let mut g = guest(code);
     let mut io = Recorder {
@@ -483,4 +495,62 @@ fn two_vcpus_share_code_and_keep_their_own_state() {
     );
     drop((v0, v1, machine));
     drop(ram);
+}
+
+/// `cargo test -p vmm --release backend::emu::tests::bench -- --ignored --nocapture`
+#[test]
+#[ignore = "micro-benchmark"]
+fn bench_tight_loop_mips() {
+    use std::time::Instant;
+    use unicorn_engine::{Arch, Mode, Prot, Unicorn};
+    const N: u32 = 100_000_000;
+    let n = N.to_le_bytes();
+    // mov ecx, N; l: dec ecx; jnz l; hlt
+    let code = [0xb9, n[0], n[1], n[2], n[3], 0xff, 0xc9, 0x75, 0xfc, 0xf4];
+    let insns = 2 * N as u64 + 2;
+    let mips = |secs: f64, count: u64| count as f64 / secs / 1e6;
+
+    let mut g = guest(&code);
+    let mut io = Recorder::default();
+    let t = Instant::now();
+    assert_eq!(run(&mut g, &mut io, u64::MAX), VcpuExit::Halted);
+    let counted = t.elapsed().as_secs_f64();
+    assert_eq!(g.vcpu.instructions_retired(), insns);
+
+    let mut g = guest(&code);
+    let t = Instant::now();
+    let mut budget_runs = 0;
+    while run(&mut g, &mut io, 200_003) == VcpuExit::BudgetExhausted {
+        budget_runs += 1;
+    }
+    let sliced = t.elapsed().as_secs_f64();
+    assert_eq!(g.vcpu.instructions_retired(), insns);
+
+    let raw = |count: usize| {
+        let mut uc = Unicorn::new(Arch::X86, Mode::MODE_64).unwrap();
+        uc.mem_map(0, 1 << 20, Prot::ALL).unwrap();
+        uc.mem_write(CODE, &code).unwrap();
+        let t = Instant::now();
+        uc.emu_start(CODE, CODE + 9, 0, count).unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    let raw_secs = raw(0);
+    let per_insn_secs = raw(insns as usize - 1);
+    println!("tight loop, {insns} instructions:");
+    println!(
+        "  raw Unicorn, no hooks:             {:8.1} MIPS",
+        mips(raw_secs, insns)
+    );
+    println!(
+        "  emu backend, exact counting:       {:8.1} MIPS",
+        mips(counted, insns)
+    );
+    println!(
+        "  emu backend, 200003-insn budgets:  {:8.1} MIPS ({budget_runs} exits)",
+        mips(sliced, insns)
+    );
+    println!(
+        "  Unicorn count= (per-insn hook):    {:8.1} MIPS",
+        mips(per_insn_secs, insns)
+    );
 }
