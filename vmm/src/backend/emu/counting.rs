@@ -128,6 +128,13 @@ impl HookState {
         }
     }
 
+    /// Call right before anything that may longjmp out of a hook: makes every store to the
+    /// state so far happen now. (Without it the optimiser may keep them in registers or
+    /// sink them past a call that, as far as it knows, cannot see this `&mut`.)
+    pub fn commit_stores(&mut self) {
+        std::hint::black_box(&mut *self);
+    }
+
     /// Ends this `uc_emu_start` at the next exit check (block start or after a memory access).
     pub fn request_stop(&mut self, why: Stop) {
         if self.stop.is_none() || matches!(why, Stop::Error(_)) {

@@ -56,6 +56,7 @@ fn stop_and_rewind(st: &mut HookState, pc: u64, host_pc: Option<usize>) {
     st.cut_current_block_at(pc);
     st.request_stop(Stop::IoStopRewound);
     let cs = st.cpu.cs;
+    st.commit_stores();
     match host_pc {
         // LONGJMP: only Copy values are alive here.
         // SAFETY: called from inside the CPU loop (an I/O callback of generated code).

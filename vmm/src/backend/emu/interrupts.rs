@@ -64,6 +64,7 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
         return;
     }
     let cs = cpu.cs;
+    st.commit_stores();
     // LONGJMP: a fault during delivery longjmps from here; only Copy values are alive.
     // SAFETY: called inside the CPU loop (an exception hook), where QEMU itself would call it.
     unsafe { internals::x86_cpu_do_interrupt(cs) };
@@ -82,6 +83,7 @@ pub(super) fn inject_now(st: &mut HookState, vector: u8) {
         return;
     }
     let (cs, env) = (st.cpu.cs, st.cpu.env);
+    st.commit_stores();
     // LONGJMP (both calls): only Copy values are alive.
     // SAFETY: inside the CPU loop (block hook); a fault while delivering is raised and
     // delivered by `on_interrupt`, then the stop requested above ends the run.

@@ -26,7 +26,11 @@ mod syscall;
 mod vcpu;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_smp;
 
 pub use selfcheck::verify as self_check;
 pub use vcpu::{EmuMachine, EmuVcpu};

@@ -60,8 +60,9 @@ pub(super) unsafe extern "C" fn on_syscall(_uc: *mut uc_engine, user_data: *mut 
     };
     cpu.set_eip(cpu.env_u64(target));
     st.cut_current_block_at(next_pc); // SYSCALL retired
-                                      // LONGJMP: only Copy values are alive.
-                                      // SAFETY: inside the CPU loop; the next block is looked up with the new CS and CPL.
+    st.commit_stores();
+    // LONGJMP: only Copy values are alive.
+    // SAFETY: inside the CPU loop; the next block is looked up with the new CS and CPL.
     unsafe { internals::cpu_loop_exit(cs) };
 }
 

@@ -1,14 +1,13 @@
 //! Tests of the emu backend with hand-assembled 64-bit guests (layout in `probe.rs`).
 
 use super::probe::*;
-use super::EmuMachine;
 use crate::vcpu::{Vcpu, VcpuExit};
 
-fn guest(code: &[u8]) -> ProbeGuest {
+pub(super) fn guest(code: &[u8]) -> ProbeGuest {
     ProbeGuest::new(code).expect("probe guest")
 }
 
-fn run(g: &mut ProbeGuest, io: &mut Recorder, budget: u64) -> VcpuExit {
+pub(super) fn run(g: &mut ProbeGuest, io: &mut Recorder, budget: u64) -> VcpuExit {
     g.vcpu.run(io, budget).expect("run")
 }
 
@@ -433,6 +432,37 @@ fn access_to_unbacked_memory_is_an_error_not_a_panic() {
     }
 }
 
+#[test]
+fn mov_ss_blocks_interrupts_for_one_instruction() {
+    // mov eax, 0x18; mov ss, eax; nop; hlt
+    let mut g = guest(&[0xb8, 0x18, 0, 0, 0, 0x8e, 0xd0, 0x90, 0xf4]);
+    let mut r = g.vcpu.regs().unwrap();
+    r.rflags |= 0x200;
+    g.vcpu.set_regs(&r).unwrap();
+    let mut io = Recorder::default();
+    assert!(g.vcpu.interruptible());
+    assert_eq!(run(&mut g, &mut io, 2), VcpuExit::BudgetExhausted);
+    assert!(!g.vcpu.interruptible(), "MOV SS shadow");
+    assert!(g.vcpu.inject_interrupt(0x20).is_err());
+    assert_eq!(run(&mut g, &mut io, 1), VcpuExit::BudgetExhausted);
+    assert!(g.vcpu.interruptible());
+}
+
+#[test]
+fn triple_fault_while_injecting_is_reported_by_the_next_run() {
+    let mut g = guest(&[0xfb, 0x90, 0xf4]); // sti; nop; hlt
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 2), VcpuExit::BudgetExhausted);
+    let mut s = g.vcpu.sregs().unwrap();
+    s.idt.limit = 0;
+    g.vcpu.set_sregs(&s).unwrap();
+    g.vcpu.inject_interrupt(0x30).unwrap();
+    assert!(matches!(
+        run(&mut g, &mut io, 100),
+        VcpuExit::TripleFault { .. }
+    ));
+}
+
 fn io_trace(code: &[u8], budget: u64) -> (Vec<Seen>, Vec<u64>) {
     let mut g = guest(code);
     let mut io = Recorder {
@@ -457,100 +487,4 @@ fn same_guest_twice_gives_the_same_counts_and_accesses() {
     assert_eq!(a.0.len(), 150);
     assert_eq!(a, io_trace(&code, 13));
     assert_eq!(a.1.last(), Some(&(1 + 50 * 5 + 1)));
-}
-
-#[test]
-fn two_vcpus_share_code_and_keep_their_own_state() {
-    let mut ram = GuestRam::new(RAM_SIZE);
-    ram.setup_long_mode(0);
-    for v in 0..=255u8 {
-        ram.set_gate(v, stub(v), 0, 0, false);
-        ram.write(stub(v), &[0xf4]);
-    }
-    ram.write(0xb000, &[0xb8, 1, 0, 0, 0, 0xf4]); // mov eax, 1; hlt
-    ram.write(CODE, &[0xc6, 0x04, 0x25, 0x01, 0xb0, 0, 0, 0x02, 0xf4]); // mov byte [0xb001], 2; hlt
-                                                                        // SAFETY: `ram` outlives the machine and vCPUs (dropped at the end, after them).
-    let machine = unsafe { EmuMachine::new(&[ram.region()], &[], 2) }.unwrap();
-    let mut v0 = machine.vcpu(0).unwrap();
-    let mut v1 = machine.vcpu(1).unwrap();
-    enter_long_mode(&mut v0, CODE).unwrap();
-    enter_long_mode(&mut v1, 0xb000).unwrap();
-    let mut io = Recorder::default();
-    assert_eq!(v1.run(&mut io, 100).unwrap(), VcpuExit::Halted);
-    assert_eq!(v1.regs().unwrap().rax, 1);
-    assert_eq!(v0.run(&mut io, 100).unwrap(), VcpuExit::Halted);
-    let mut r1 = v1.regs().unwrap();
-    r1.rip = 0xb000;
-    v1.set_regs(&r1).unwrap();
-    assert_eq!(v1.run(&mut io, 100).unwrap(), VcpuExit::Halted);
-    assert_eq!(
-        v1.regs().unwrap().rax,
-        2,
-        "vCPU 1 runs the code vCPU 0 patched"
-    );
-    assert_eq!(v0.regs().unwrap().rip, CODE + 9);
-    assert_eq!(
-        (v0.instructions_retired(), v1.instructions_retired()),
-        (2, 4)
-    );
-    drop((v0, v1, machine));
-    drop(ram);
-}
-
-/// `cargo test -p vmm --release backend::emu::tests::bench -- --ignored --nocapture`
-#[test]
-#[ignore = "micro-benchmark"]
-fn bench_tight_loop_mips() {
-    use std::time::Instant;
-    use unicorn_engine::{Arch, Mode, Prot, Unicorn};
-    const N: u32 = 100_000_000;
-    let n = N.to_le_bytes();
-    // mov ecx, N; l: dec ecx; jnz l; hlt
-    let code = [0xb9, n[0], n[1], n[2], n[3], 0xff, 0xc9, 0x75, 0xfc, 0xf4];
-    let insns = 2 * N as u64 + 2;
-    let mips = |secs: f64, count: u64| count as f64 / secs / 1e6;
-
-    let mut g = guest(&code);
-    let mut io = Recorder::default();
-    let t = Instant::now();
-    assert_eq!(run(&mut g, &mut io, u64::MAX), VcpuExit::Halted);
-    let counted = t.elapsed().as_secs_f64();
-    assert_eq!(g.vcpu.instructions_retired(), insns);
-
-    let mut g = guest(&code);
-    let t = Instant::now();
-    let mut budget_runs = 0;
-    while run(&mut g, &mut io, 200_003) == VcpuExit::BudgetExhausted {
-        budget_runs += 1;
-    }
-    let sliced = t.elapsed().as_secs_f64();
-    assert_eq!(g.vcpu.instructions_retired(), insns);
-
-    let raw = |count: usize| {
-        let mut uc = Unicorn::new(Arch::X86, Mode::MODE_64).unwrap();
-        uc.mem_map(0, 1 << 20, Prot::ALL).unwrap();
-        uc.mem_write(CODE, &code).unwrap();
-        let t = Instant::now();
-        uc.emu_start(CODE, CODE + 9, 0, count).unwrap();
-        t.elapsed().as_secs_f64()
-    };
-    let raw_secs = raw(0);
-    let per_insn_secs = raw(insns as usize - 1);
-    println!("tight loop, {insns} instructions:");
-    println!(
-        "  raw Unicorn, no hooks:             {:8.1} MIPS",
-        mips(raw_secs, insns)
-    );
-    println!(
-        "  emu backend, exact counting:       {:8.1} MIPS",
-        mips(counted, insns)
-    );
-    println!(
-        "  emu backend, 200003-insn budgets:  {:8.1} MIPS ({budget_runs} exits)",
-        mips(sliced, insns)
-    );
-    println!(
-        "  Unicorn count= (per-insn hook):    {:8.1} MIPS",
-        mips(per_insn_secs, insns)
-    );
 }

@@ -139,9 +139,13 @@ fn run_loop(eng: &mut Engine) -> Result<VcpuExit, VcpuError> {
         let (cpu, rip) = {
             // SAFETY: no emulation runs; this borrow ends before uc_emu_start.
             let st = unsafe { &mut *sp };
-            if st.forced_cflags != 0 {
-                st.cpu.set_cflags_next_tb(st.forced_cflags);
-            }
+            // -1: no limit (also drops a restart QEMU left for another vCPU).
+            let next = if st.forced_cflags != 0 {
+                st.forced_cflags
+            } else {
+                u32::MAX
+            };
+            st.cpu.set_cflags_next_tb(next);
             (st.cpu, st.cpu.eip())
         };
         // SAFETY: the engine is open and locked; hooks reach the state through `sp`.
