@@ -488,3 +488,41 @@ fn same_guest_twice_gives_the_same_counts_and_accesses() {
     assert_eq!(a, io_trace(&code, 13));
     assert_eq!(a.1.last(), Some(&(1 + 50 * 5 + 1)));
 }
+
+#[test]
+fn xsave_supports_exactly_x87_and_sse_state() {
+    let code = [
+        0x31, 0xc9, //                   xor ecx, ecx
+        0x31, 0xd2, //                   xor edx, edx
+        0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3
+        0x0f, 0x01, 0xd1, //             xsetbv (x87|SSE: fine)
+        0xb8, 0x07, 0x00, 0x00, 0x00, // mov eax, 7
+        0x0f, 0x01, 0xd1, //             xsetbv (AVX: #GP)
+        0xf4,
+    ];
+    let mut g = guest(&code);
+    let mut s = g.vcpu.sregs().unwrap();
+    s.cr4 |= 1 << 18; // OSXSAVE
+    g.vcpu.set_sregs(&s).unwrap();
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(r.rip, stub(13) + 1);
+    assert_eq!(
+        g.ram.read_u64(r.rsp + 8),
+        CODE + 17,
+        "#GP at the second XSETBV"
+    );
+}
+
+#[test]
+fn cpuid_reports_osxsave_from_cr4() {
+    // mov eax, 1; cpuid; hlt
+    let mut g = guest(&[0xb8, 1, 0, 0, 0, 0x0f, 0xa2, 0xf4]);
+    let mut s = g.vcpu.sregs().unwrap();
+    s.cr4 |= 1 << 18;
+    g.vcpu.set_sregs(&s).unwrap();
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    assert_ne!(g.vcpu.regs().unwrap().rcx & (1 << 27), 0);
+}

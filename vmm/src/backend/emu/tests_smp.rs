@@ -79,3 +79,53 @@ fn two_vcpus_interleave_with_exact_budgets() {
     drop((v, machine));
     drop(ram);
 }
+
+/// The translation cache is invisible: moving a vCPU's state into a fresh machine mid-run
+/// (what a snapshot restore does) gives the same accesses and counts as running on.
+#[test]
+fn fresh_engine_continues_identically() {
+    // mov ecx, 40; l: in al, 0x40; add ebx, eax; out 0x41, al; dec ecx; jnz l; hlt
+    let code = [
+        0xb9, 40, 0, 0, 0, 0xe4, 0x40, 0x01, 0xc3, 0xe6, 0x41, 0xff, 0xc9, 0x75, 0xf6, 0xf4,
+    ];
+    let trace = |restore_after: Option<usize>| {
+        let mut g = ProbeGuest::new(&code).unwrap();
+        let mut io = Recorder {
+            read_value: 3,
+            ..Default::default()
+        };
+        let mut exits = Vec::new();
+        let mut slices = 0;
+        let mut offset = 0;
+        loop {
+            if Some(slices) == restore_after {
+                let (regs, sregs) = (g.vcpu.regs().unwrap(), g.vcpu.sregs().unwrap());
+                offset = g.vcpu.instructions_retired();
+                let mut fresh = ProbeGuest::new(&code).unwrap();
+                // SAFETY: neither vCPU runs while RAM is copied.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(g.ram.region().1, fresh.ram.region().1, RAM_SIZE)
+                };
+                fresh.vcpu.set_sregs(&sregs).unwrap();
+                fresh.vcpu.set_regs(&regs).unwrap();
+                g = fresh;
+            }
+            let exit = g.vcpu.run(&mut io, 7).unwrap();
+            slices += 1;
+            exits.push((
+                exit,
+                offset + g.vcpu.instructions_retired(),
+                g.vcpu.regs().unwrap(),
+            ));
+            if exit == VcpuExit::Halted {
+                break;
+            }
+        }
+        (io.seen, exits)
+    };
+    let straight = trace(None);
+    assert_eq!(straight.1.last().unwrap().1, 1 + 40 * 5 + 1);
+    for at in [1, 5, 17] {
+        assert_eq!(trace(Some(at)), straight, "restored after {at} slices");
+    }
+}
