@@ -129,3 +129,10 @@ fn fresh_engine_continues_identically() {
         assert_eq!(trace(Some(at)), straight, "restored after {at} slices");
     }
 }
+
+#[test]
+fn vcpus_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<super::EmuVcpu>();
+    assert_send_sync::<EmuMachine>();
+}
