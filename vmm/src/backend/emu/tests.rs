@@ -369,8 +369,9 @@ fn rdtsc_reads_virtual_time_in_ring0_and_faults_in_ring3_with_tsd() {
 }
 
 #[test]
-fn rdrand_and_rdseed_raise_invalid_opcode() {
-    for code in [[0x0f, 0xc7, 0xf0], [0x0f, 0xc7, 0xf8]] {
+fn rdrand_rdseed_and_rdtscp_raise_invalid_opcode() {
+    // rdrand eax; rdseed eax; rdtscp
+    for code in [[0x0f, 0xc7, 0xf0], [0x0f, 0xc7, 0xf8], [0x0f, 0x01, 0xf9]] {
         let mut g = guest(&code);
         let mut io = Recorder::default();
         assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
@@ -525,4 +526,24 @@ fn cpuid_reports_osxsave_from_cr4() {
     let mut io = Recorder::default();
     assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
     assert_ne!(g.vcpu.regs().unwrap().rcx & (1 << 27), 0);
+}
+
+#[test]
+fn a_fault_consumes_no_budget() {
+    // mov eax, 1; mov ebx, 2; mov [0x400000], eax (#PF); hlt
+    let mut g = guest(&[
+        0xb8, 1, 0, 0, 0, 0xbb, 2, 0, 0, 0, 0x89, 0x04, 0x25, 0, 0, 0x40, 0, 0xf4,
+    ]);
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 2), VcpuExit::BudgetExhausted);
+    assert_eq!(
+        g.vcpu.regs().unwrap().rip,
+        CODE + 10,
+        "stopped before the faulting store"
+    );
+    // One instruction of budget: the store faults (retires nothing), the #PF is
+    // delivered, and the handler's HLT is the one instruction.
+    assert_eq!(run(&mut g, &mut io, 1), VcpuExit::Halted);
+    assert_eq!(g.vcpu.regs().unwrap().rip, stub(14) + 1);
+    assert_eq!(g.vcpu.instructions_retired(), 3);
 }
