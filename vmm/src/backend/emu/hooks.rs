@@ -89,7 +89,8 @@ pub(super) unsafe extern "C" fn on_in(
     let mut buf = [0u8; 4];
     st.with_io(|io| io.pio_read(insns, port as u16, &mut buf[..size]));
     let v = u32::from_le_bytes(buf);
-    if let Some(last) = st.log.last_mut() {
+    // Record what the device returned (the entry `log_access` just pushed).
+    if let Some(last) = st.log.last_mut().filter(|_| st.mode == Mode::Normal) {
         last.value = v as u64;
     }
     v
@@ -163,7 +164,8 @@ pub(super) unsafe extern "C" fn on_mmio_read(
     let mut buf = [0u8; 8];
     st.with_io(|io| io.mmio_read(insns, addr, &mut buf[..size]));
     let v = u64::from_le_bytes(buf);
-    if let Some(last) = st.log.last_mut() {
+    // Record what the device returned (the entry `log_access` just pushed).
+    if let Some(last) = st.log.last_mut().filter(|_| st.mode == Mode::Normal) {
         last.value = v;
     }
     v

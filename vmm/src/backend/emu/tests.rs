@@ -547,3 +547,23 @@ fn a_fault_consumes_no_budget() {
     assert_eq!(g.vcpu.regs().unwrap().rip, stub(14) + 1);
     assert_eq!(g.vcpu.instructions_retired(), 3);
 }
+
+#[test]
+fn fault_while_delivering_a_fault_becomes_a_double_fault() {
+    // mov eax, 0x1230; mov ds, eax (#GP: beyond the GDT); hlt
+    let mut g = guest(&[0xb8, 0x30, 0x12, 0, 0, 0x8e, 0xd8, 0xf4]);
+    g.ram.write_u64(
+        IDT + 13 * 16,
+        g.ram.read_u64(IDT + 13 * 16) & !(0x80u64 << 40),
+    ); // #GP gate not present
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(r.rip, stub(8) + 1, "#GP, then #NP delivering it: #DF");
+    assert_eq!(g.ram.read_u64(r.rsp), 0, "#DF error code");
+    assert_eq!(
+        g.ram.read_u64(r.rsp + 8),
+        CODE + 5,
+        "#DF points at the faulting MOV"
+    );
+}
