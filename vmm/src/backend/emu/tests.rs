@@ -567,3 +567,21 @@ fn fault_while_delivering_a_fault_becomes_a_double_fault() {
         "#DF points at the faulting MOV"
     );
 }
+
+#[test]
+fn interrupt_in_ring3_switches_to_the_rsp0_stack() {
+    let mut g = ring3_guest(&[0x90, 0x90, 0xeb, 0xfe]); // nop; nop; jmp $
+    g.ram.write(0x9000, &[0xf4]); // handler: hlt
+    g.ram.set_gate(0x20, 0x9000, 0, 0, false);
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 6 + 1), VcpuExit::BudgetExhausted);
+    assert!(g.vcpu.interruptible());
+    g.vcpu.inject_interrupt(0x20).unwrap();
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!((r.rip, r.rsp), (0x9000, KERNEL_STACK - 40));
+    let frame: Vec<u64> = (0..5).map(|i| g.ram.read_u64(r.rsp + 8 * i)).collect();
+    assert_eq!(frame[..2], [0xa001, USER_CS as u64]);
+    assert_eq!(frame[3..], [USER_STACK, USER_DS as u64]);
+    assert_eq!(g.vcpu.sregs().unwrap().cs.dpl, 0);
+    assert_eq!(run(&mut g, &mut io, 10), VcpuExit::Halted);
+}
