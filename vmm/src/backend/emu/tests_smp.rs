@@ -18,6 +18,7 @@ fn two_vcpus_share_code_and_keep_their_own_state() {
     let machine = unsafe { EmuMachine::new(&[ram.region()], &[], 2) }.unwrap();
     let mut v0 = machine.vcpu(0).unwrap();
     let mut v1 = machine.vcpu(1).unwrap();
+    assert!(machine.vcpu(1).is_err() && machine.vcpu(2).is_err());
     enter_long_mode(&mut v0, CODE).unwrap();
     enter_long_mode(&mut v1, 0xb000).unwrap();
     let mut io = Recorder::default();

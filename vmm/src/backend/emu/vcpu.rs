@@ -19,6 +19,8 @@ const IF: u64 = 1 << 9;
 pub struct EmuMachine {
     engine: Arc<Mutex<Engine>>,
     vcpu_count: u32,
+    /// Indices already handed out: two handles on one vCPU would share its state.
+    taken: Arc<Mutex<Vec<bool>>>,
 }
 
 impl EmuMachine {
@@ -53,19 +55,23 @@ impl EmuMachine {
         Ok(EmuMachine {
             engine: Arc::new(Mutex::new(engine)),
             vcpu_count,
+            taken: Arc::new(Mutex::new(vec![false; vcpu_count as usize])),
         })
     }
 
-    /// The vCPU `index` (each index should be taken once).
+    /// The vCPU `index`; each index can be taken once.
     pub fn vcpu(&self, index: u32) -> Result<EmuVcpu, VcpuError> {
-        if index >= self.vcpu_count {
-            return Err(backend_err(
-                0,
-                format!(
-                    "vCPU {index} does not exist (the VM has {})",
-                    self.vcpu_count
-                ),
-            ));
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        match taken.get_mut(index as usize) {
+            Some(t) if !*t => *t = true,
+            Some(_) => return Err(backend_err(0, format!("vCPU {index} was already taken"))),
+            None => {
+                let n = self.vcpu_count;
+                return Err(backend_err(
+                    0,
+                    format!("vCPU {index} does not exist (the VM has {n})"),
+                ));
+            }
         }
         Ok(EmuVcpu {
             engine: self.engine.clone(),
