@@ -119,8 +119,9 @@ fn entry(leaf: u32, subleaf: u32, vcpu_index: u32, vcpu_count: u32) -> Option<[u
             let Some(&(kind, level, ways, kib, shared)) = caches.get(n as usize) else {
                 return Some([0; 4]);
             };
-            let sharing = if shared { count - 1 } else { 0 };
-            let eax = kind | (level << 5) | (1 << 8) | (sharing << 14) | ((count - 1) << 26);
+            let sharing = if shared { (count - 1).min(0xfff) } else { 0 };
+            let eax =
+                kind | (level << 5) | (1 << 8) | (sharing << 14) | ((count - 1).min(63) << 26);
             let ebx = ((ways - 1) << 22) | 63;
             let sets = kib * 1024 / (ways * 64);
             [eax, ebx, sets - 1, 0]
