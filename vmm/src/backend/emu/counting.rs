@@ -1,0 +1,255 @@
+//! Exact instruction counting without a per-instruction hook, and the state the C hooks share.
+//!
+//! A single block hook (which Unicorn inlines into the generated code) runs at the start of
+//! every translation block. It commits the previous block in full, finds the QEMU block
+//! about to run and remembers it with its instruction count. Wherever a block is cut short
+//! (an exception, a stop from an I/O hook, QEMU's self-modifying-code restart) the cut
+//! point's index inside the block is read from QEMU's per-instruction search data, so the
+//! count is exact at every instruction. When the next block would overrun the budget the
+//! run stops before it and resumes with a block limited to the remaining count
+//! (`cflags_next_tb`), so the budget ends exactly; only that last block is shortened.
+//!
+//! REP-prefixed string instructions count once per iteration, as QEMU's icount does.
+
+use std::any::Any;
+use std::ptr::NonNull;
+
+use unicorn_engine::uc_engine;
+
+use super::internals::{Cpu, Tb, CF_COUNT_MASK};
+use crate::vcpu::GuestIo;
+
+/// Why the current `uc_emu_start` should end (set before calling `uc_emu_stop`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The budget is spent exactly.
+    Budget,
+    /// The next block is longer than the rest of the budget: rerun limited to `n`.
+    Partial(u32),
+    /// A device write asked to stop; the instruction was rewound and must be replayed.
+    IoStopRewound,
+    /// The replayed instruction completed.
+    IoStopDone,
+    /// An external interrupt was delivered (or its delivery faulted and that was delivered).
+    Injected,
+    /// Delivery needs a TSS that is not there: the CPU would shut down.
+    TripleFault,
+    Error(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Normal,
+    /// Re-execute one rewound I/O instruction, feeding it the values it already saw.
+    Replay {
+        started: bool,
+    },
+    Inject {
+        vector: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AccessKind {
+    PioIn,
+    PioOut,
+    MmioRead,
+    MmioWrite,
+}
+
+/// One device access of the instruction being executed, for replay after a rewind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Access {
+    pub kind: AccessKind,
+    pub addr: u64,
+    pub size: u32,
+    pub value: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct CurTb {
+    tb: Tb,
+    pc: u64,
+    pub icount: u32,
+}
+
+impl CurTb {
+    /// The block, unless a TB flush has reused its memory since (then it had completed:
+    /// QEMU only flushes between blocks).
+    pub fn tb(&self) -> Option<Tb> {
+        Some(self.tb).filter(|t| t.pc() == self.pc && t.icount() == self.icount)
+    }
+}
+
+/// Everything the C callbacks see, through their `user_data` pointer.
+pub(super) struct HookState {
+    pub uc: *mut uc_engine,
+    pub cpu: Cpu,
+    /// The `GuestIo` of the `run` in progress. SAFETY contract: set by `run` right before
+    /// `uc_emu_start` and cleared before `run` returns; hooks only fire inside it.
+    pub io: Option<NonNull<dyn GuestIo>>,
+    pub vcpu_index: u32,
+    pub vcpu_count: u32,
+    /// Instructions retired in this run outside `cur`.
+    pub committed: u64,
+    /// The block running now, not yet added to `committed`.
+    pub cur: Option<CurTb>,
+    pub budget: u64,
+    /// Compile flags the run loop forced on the first block of this `uc_emu_start`.
+    pub forced_cflags: u32,
+    pub stop: Option<Stop>,
+    pub mode: Mode,
+    /// Device accesses of instruction number `log_insn` (see [`Access`]).
+    pub log_insn: u64,
+    pub log: Vec<Access>,
+    pub replay_pos: usize,
+    /// A panic from the core's `GuestIo`, re-raised once `uc_emu_start` has returned.
+    pub panic: Option<Box<dyn Any + Send>>,
+}
+
+impl HookState {
+    pub fn new(uc: *mut uc_engine, cpu: Cpu, vcpu_count: u32) -> Self {
+        HookState {
+            uc,
+            cpu,
+            io: None,
+            vcpu_index: 0,
+            vcpu_count,
+            committed: 0,
+            cur: None,
+            budget: 0,
+            forced_cflags: 0,
+            stop: None,
+            mode: Mode::Normal,
+            log_insn: u64::MAX,
+            log: Vec::new(),
+            replay_pos: 0,
+            panic: None,
+        }
+    }
+
+    /// Call right before anything that may longjmp out of a hook: makes every store to the
+    /// state so far happen now. (Without it the optimiser may keep them in registers or
+    /// sink them past a call that, as far as it knows, cannot see this `&mut`.)
+    pub fn commit_stores(&mut self) {
+        std::hint::black_box(&mut *self);
+    }
+
+    /// Ends this `uc_emu_start` at the next exit check (block start or after a memory access).
+    pub fn request_stop(&mut self, why: Stop) {
+        if self.stop.is_none() || matches!(why, Stop::Error(_)) {
+            self.stop = Some(why);
+        }
+        // SAFETY: `uc` is the open engine; uc_emu_stop only sets flags.
+        unsafe { unicorn_engine::uc_emu_stop(self.uc) };
+    }
+
+    /// Instructions retired in this run before the instruction at guest `pc` (which belongs
+    /// to the current block).
+    pub fn insns_at_pc(&self, pc: u64) -> u64 {
+        self.committed + self.cur.and_then(|c| c.tb()?.index_of_pc(pc)).unwrap_or(0) as u64
+    }
+
+    /// As [`Self::insns_at_pc`] for an instruction known by the host return address of a
+    /// memory access (`mem_io_pc`), where QEMU has not synced RIP.
+    pub fn insns_at_host_pc(&self, host_pc: usize) -> u64 {
+        self.committed
+            + self
+                .cur
+                .and_then(|c| c.tb()?.index_of_host_pc(host_pc))
+                .unwrap_or(0) as u64
+    }
+
+    /// The current block ends before the instruction at `pc` (a fault, a rewind) or, when
+    /// `pc` is not one of its instructions, after its last one.
+    pub fn cut_current_block_at(&mut self, pc: u64) {
+        if let Some(c) = self.cur.take() {
+            let done = c.tb().and_then(|t| t.index_of_pc(pc));
+            self.committed += done.unwrap_or(c.icount) as u64;
+        }
+    }
+
+    /// The block hook: see the module documentation.
+    pub fn on_block_start(&mut self, pc: u64, size: u32) {
+        let forced = std::mem::take(&mut self.forced_cflags);
+        let found = self.cpu.current_tb(pc, size, forced);
+        if let Some(prev) = self.cur.take() {
+            // A block QEMU limited to one instruction without us asking is its restart after
+            // self-modifying code: the previous block ended before that instruction.
+            let restarted = forced == 0 && found.is_some_and(|t| t.cflags() & CF_COUNT_MASK == 1);
+            let done = if restarted {
+                prev.tb()
+                    .and_then(|t| t.index_of_pc(pc))
+                    .unwrap_or(prev.icount)
+            } else {
+                prev.icount
+            };
+            self.committed += done as u64;
+        }
+        if self.stop.is_some() || self.cpu.exit_requested() {
+            return; // this block will not start
+        }
+        match self.mode {
+            Mode::Inject { vector } => return super::interrupts::inject_now(self, vector),
+            Mode::Replay { started: true } => return self.request_stop(Stop::IoStopDone),
+            Mode::Replay { started: false } => self.mode = Mode::Replay { started: true },
+            Mode::Normal => {}
+        }
+        let Some(tb) = found else {
+            return self.request_stop(Stop::Error(format!(
+                "no translation block found for the block at {pc:#x} ({size} bytes): \
+                 instruction counting lost track"
+            )));
+        };
+        let icount = tb.icount();
+        let left = self.budget.saturating_sub(self.committed);
+        if icount as u64 > left {
+            let why = if left == 0 {
+                Stop::Budget
+            } else {
+                Stop::Partial(left as u32)
+            };
+            return self.request_stop(why);
+        }
+        self.cur = Some(CurTb { tb, pc, icount });
+    }
+
+    /// Records a device access of instruction number `insn`, or, while replaying, returns
+    /// the recorded one it repeats (`Some(value)`: do not forward it to the device).
+    pub fn log_access(&mut self, insn: u64, a: Access) -> Option<u64> {
+        if let Mode::Replay { .. } = self.mode {
+            let next = self.log.get(self.replay_pos).copied();
+            if let Some(r) =
+                next.filter(|r| r.kind == a.kind && r.addr == a.addr && r.size == a.size)
+            {
+                self.replay_pos += 1;
+                return Some(r.value);
+            }
+            return None;
+        }
+        if insn != self.log_insn {
+            self.log.clear();
+            self.log_insn = insn;
+        }
+        self.log.push(a);
+        None
+    }
+
+    /// Calls the core's `GuestIo`; a panic in it is kept and re-raised after the run.
+    pub fn with_io<R>(&mut self, f: impl FnOnce(&mut dyn GuestIo) -> R) -> Option<R> {
+        let Some(mut io) = self.io else {
+            self.request_stop(Stop::Error("device access outside of run".into()));
+            return None;
+        };
+        // SAFETY: see the contract on `io`: the pointer is live for the whole run.
+        let io = unsafe { io.as_mut() };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(io))) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                self.panic = Some(p);
+                self.request_stop(Stop::Error("the device model panicked".into()));
+                None
+            }
+        }
+    }
+}
