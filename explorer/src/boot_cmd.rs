@@ -26,6 +26,9 @@ pub struct BootArgs {
     /// The world seed: every random choice of the run follows it.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed of the vCPU switch points only (default: the world seed).
+    #[arg(long)]
+    pub schedule_seed: Option<u64>,
     /// Wall-clock time at power-on, RFC 3339 (UTC) or seconds since 1970.
     #[arg(long, default_value = "2038-01-19T03:14:00Z")]
     pub epoch: String,
@@ -55,6 +58,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
     config.initrd = Some(args.initrd);
     config.cmdline = args.cmdline;
     config.seed = args.seed;
+    config.schedule_seed = args.schedule_seed;
     config.vcpus = args.vcpus;
     config.backend = args.backend;
     config.memory = args.memory << 20;

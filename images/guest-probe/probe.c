@@ -13,6 +13,7 @@
 #include <sys/auxv.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,6 +93,34 @@ static void race(void)
 	printf("race_len=%d race_hash=%016llx\n", race_len, (unsigned long long)hash);
 }
 
+/* The CPU features the guest sees, comma-separated, from /proc/cpuinfo. */
+static void print_cpu_flags(void)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	if (!f) {
+		printf("cpuflags=unavailable\n");
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+		if (strncmp(line, "flags", 5) != 0 || !colon)
+			continue;
+		printf("cpuflags=");
+		for (char *p = colon + 2, *sep = ""; *p && *p != '\n'; sep = ",") {
+			size_t n = strcspn(p, " \n");
+			printf("%s%.*s", sep, (int)n, p);
+			p += n;
+			while (*p == ' ')
+				p++;
+		}
+		printf("\n");
+		break;
+	}
+	fclose(f);
+}
+
 int main(void)
 {
 	struct timespec rt, mono;
@@ -99,8 +128,10 @@ int main(void)
 	uint32_t aux = 0;
 	int ok;
 
-	if (getpid() == 1)
+	if (getpid() == 1) {
 		mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+		mount("proc", "/proc", "proc", 0, NULL);
+	}
 
 	printf("PROBE-START\n");
 	uint64_t t1 = rdtsc();
@@ -130,10 +161,12 @@ int main(void)
 		print_hex("at_random", at_random, 16);
 
 	race();
+	print_cpu_flags();
 	printf("PROBE-END\n");
 	fflush(stdout);
 
 	if (getpid() == 1) {
+		tcdrain(STDOUT_FILENO); /* the serial driver sends the tail by interrupts */
 		sync();
 		reboot(RB_POWER_OFF);
 	}

@@ -18,7 +18,7 @@
 pub const OSXSAVE_BIT: u32 = 1 << 27;
 
 /// Highest basic leaf.
-pub const MAX_BASIC_LEAF: u32 = 0xd;
+pub const MAX_BASIC_LEAF: u32 = 0x16;
 /// Highest extended leaf.
 pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
 
@@ -137,7 +137,13 @@ fn entry(leaf: u32, subleaf: u32, vcpu_index: u32, vcpu_count: u32) -> Option<[u
         (0xb, n) => [0, 0, n & 0xff, vcpu_index],
         (0xd, 0) => [XCR0_SUPPORTED, XSAVE_SIZE, XSAVE_SIZE, 0],
         (0xd, _) => [0; 4],
-        (3 | 5 | 8 | 9 | 0xc, _) => [0; 4],
+        // TSC and core crystal clock: a 1 GHz crystal, TSC ratio 1/1. Linux then knows
+        // the TSC frequency (no PIT calibration) and takes the LAPIC timer period from
+        // the crystal (no LAPIC calibration); the platform's LAPIC runs at 1 GHz too.
+        (0x15, _) => [1, 1, 1_000_000_000, 0],
+        // Base, maximum and bus frequency in MHz.
+        (0x16, _) => [1000, 1000, 1000, 0],
+        (3 | 5 | 8 | 9 | 0xc | 0xe..=0x14, _) => [0; 4],
         (0x8000_0000, _) => [MAX_EXTENDED_LEAF, 0, 0, 0],
         (0x8000_0001, _) => [0, 0, ECX_EXT1, EDX_EXT1],
         (0x8000_0002..=0x8000_0004, _) => {

@@ -22,6 +22,10 @@ use crate::vcpu::{GuestIo, IoFlow, Vcpu, VcpuError, VcpuExit};
 pub const BASE_CMDLINE: &str =
     "console=ttyS0 reboot=acpi panic=-1 mitigations=off no_timer_check tsc=reliable";
 
+/// Instructions between checks while an interrupt waits for the guest to enable
+/// interrupts. Small enough that an IRET is followed closely by the next interrupt.
+const INTERRUPT_WINDOW_POLL: u64 = 512;
+
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: PathBuf,
@@ -32,6 +36,9 @@ pub struct VmConfig {
     pub vcpus: u8,
     pub backend: BackendKind,
     pub seed: u64,
+    /// Seed of the vCPU switch points alone (default: derived from `seed`), so one
+    /// guest state can be explored under many schedules.
+    pub schedule_seed: Option<u64>,
     /// Wall-clock time the RTC shows at power-on, in seconds since 1970.
     pub epoch_unix_secs: i64,
     pub time: TimeModel,
@@ -51,6 +58,7 @@ impl VmConfig {
             vcpus: 1,
             backend: BackendKind::Emu,
             seed: 0,
+            schedule_seed: None,
             epoch_unix_secs: 2_147_483_640, // 2038-01-19T03:14:00Z
             time: TimeModel::default(),
             max_quantum: 200_000,
@@ -172,7 +180,10 @@ impl Vm {
             now: VirtualTime::ZERO,
             time: config.time,
             max_quantum: config.max_quantum.max(1),
-            quantum_rng: seed::stream(config.seed, "vm/vcpu-quanta"),
+            quantum_rng: seed::stream(
+                config.schedule_seed.unwrap_or(config.seed),
+                "vm/vcpu-quanta",
+            ),
             trace: TraceHash::new(config.trace_every),
             stats: Stats::default(),
             next_cpu: 0,
@@ -269,7 +280,13 @@ impl Vm {
             }
         }
 
-        let budget = self.slice_budget(limit);
+        let mut budget = self.slice_budget(limit);
+        if self.platform.pending_interrupt(cpu) && !self.vcpus[cpu].interruptible() {
+            // An interrupt waits for IF (an ISR is running, or a CLI section): come back
+            // soon to deliver it, as an interrupt window exit would on KVM.
+            self.vcpus[cpu].request_interrupt_window(true);
+            budget = budget.min(INTERRUPT_WINDOW_POLL);
+        }
         let start = self.vcpus[cpu].instructions_retired();
         let mut bridge = IoBridge {
             platform: &mut self.platform,

@@ -36,15 +36,36 @@ pub fn create_vcpus(
     mmio: &[(u64, u64)],
     count: u8,
 ) -> Result<Vec<Box<dyn Vcpu>>, VcpuError> {
-    let _ = (ram, mmio, count);
     match kind {
+        #[cfg(feature = "emu")]
+        BackendKind::Emu => {
+            let (ptr, len) = ram.host_range();
+            // Unicorn maps whole pages; the platform answers unclaimed bytes with all-ones.
+            let mmio: Vec<_> = mmio
+                .iter()
+                .map(|&(base, size)| (base, size.next_multiple_of(0x1000)))
+                .collect();
+            // SAFETY: `ram` is one 4 KiB-aligned mapping that the VM keeps alive longer
+            // than its vCPUs (field order in `machine::Vm`), and the core never holds a
+            // Rust reference into it while a vCPU runs.
+            let machine =
+                unsafe { emu::EmuMachine::new(&[(0, ptr, len)], &mmio, u32::from(count))? };
+            (0..u32::from(count))
+                .map(|i| machine.vcpu(i).map(|v| Box::new(v) as Box<dyn Vcpu>))
+                .collect()
+        }
+        #[cfg(not(feature = "emu"))]
         BackendKind::Emu => Err(VcpuError::Unavailable {
             backend: "emu",
-            reason: "not built yet".into(),
+            reason: "this detvm was built without the `emu` feature (the GPL-2.0 Unicorn engine)"
+                .into(),
         }),
-        BackendKind::Kvm => Err(VcpuError::Unavailable {
-            backend: "kvm",
-            reason: "not built yet".into(),
-        }),
+        BackendKind::Kvm => {
+            let _ = (ram, mmio, count);
+            Err(VcpuError::Unavailable {
+                backend: "kvm",
+                reason: "not built yet".into(),
+            })
+        }
     }
 }
