@@ -2,6 +2,7 @@
 
 #[cfg(feature = "emu")]
 pub mod emu;
+pub mod kvm;
 
 use crate::memory::GuestRam;
 use crate::vcpu::{Vcpu, VcpuError};
@@ -36,15 +37,15 @@ pub fn create_vcpus(
     mmio: &[(u64, u64)],
     count: u8,
 ) -> Result<Vec<Box<dyn Vcpu>>, VcpuError> {
-    let _ = (ram, mmio, count);
     match kind {
-        BackendKind::Emu => Err(VcpuError::Unavailable {
-            backend: "emu",
-            reason: "not built yet".into(),
-        }),
-        BackendKind::Kvm => Err(VcpuError::Unavailable {
-            backend: "kvm",
-            reason: "not built yet".into(),
-        }),
+        BackendKind::Emu => {
+            let _ = (ram, mmio, count);
+            Err(VcpuError::Unavailable {
+                backend: "emu",
+                reason: "not built yet".into(),
+            })
+        }
+        // Every access outside guest RAM exits on KVM, so `mmio` needs no set-up.
+        BackendKind::Kvm => kvm::create_vcpus(ram, count),
     }
 }
