@@ -9,6 +9,12 @@ use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 use self::model::{all_leaves, subleaf_significant};
 
+/// The model's (leaf, subleaf, registers) for vCPU `index` of `count`: what a guest
+/// should see when KVM_SET_CPUID2 works (the doctor compares).
+pub fn model_leaves(index: u32, count: u32) -> Vec<(u32, u32, [u32; 4])> {
+    all_leaves(index, count)
+}
+
 /// The CPUID entries of vCPU `index` of `count`, in KVM's form.
 pub fn kvm_cpuid(index: u32, count: u32) -> Result<CpuId, String> {
     let entries: Vec<kvm_cpuid_entry2> = all_leaves(index, count)
@@ -32,7 +38,7 @@ pub fn kvm_cpuid(index: u32, count: u32) -> Result<CpuId, String> {
 }
 
 /// Stand-in for `crate::cpu_model` (see the module docs).
-pub mod model {
+mod model {
     const MAX_BASIC_LEAF: u32 = 7;
     const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
 

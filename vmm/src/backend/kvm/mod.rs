@@ -26,7 +26,7 @@ pub mod watchdog;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use cpuid::model as local_cpu_model;
+pub use cpuid::model_leaves;
 pub use vcpu::KvmVcpu;
 pub use watchdog::WatchdogConfig;
 
