@@ -20,6 +20,8 @@ enum Command {
     Boot(crate::boot_cmd::BootArgs),
     /// Print where detvm keeps its caches (guest kernel, images).
     Paths,
+    /// Check which CPU backends work on this host (tiny probe guests) and which one detvm uses.
+    Doctor(crate::doctor_cmd::DoctorArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -36,6 +38,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(4)
             }
         },
+        Command::Doctor(args) => crate::doctor_cmd::run(args),
         Command::Paths => {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS

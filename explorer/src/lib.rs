@@ -2,4 +2,5 @@
 
 pub mod boot_cmd;
 pub mod cli;
+pub mod doctor_cmd;
 pub mod paths;

@@ -146,7 +146,16 @@ fn choose(kvm: &BackendReport, emu: &BackendReport) -> (Option<BackendKind>, Str
             "kvm passed every probe: guest code runs natively".into(),
         );
     }
-    let why = format!("kvm is not sound here ({})", kvm.problems().join("; "));
+    let failed: Vec<&str> = kvm
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect();
+    let why = match &kvm.usable {
+        Err(reason) => format!("kvm is unusable here ({reason})"),
+        Ok(()) => format!("kvm is not sound here (failed: {})", failed.join(", ")),
+    };
     if emu.built {
         (Some(BackendKind::Emu), why)
     } else {
@@ -351,6 +360,11 @@ fn cpuid_check(r: &probe::ProbeResult) -> Check {
     } else {
         "kernel and user mode"
     };
+    if wrong.len() > 4 {
+        let more = wrong.len() - 3;
+        wrong.truncate(3);
+        wrong.push(format!("{more} more"));
+    }
     if wrong.is_empty() {
         check(CPUID_CHECK, true, format!("{modes} see detvm's CPU model"))
     } else {
