@@ -152,6 +152,32 @@ fn a_spinning_guest_is_kicked_invisibly_then_preempted() {
 }
 
 #[test]
+fn kicks_during_a_long_loop_are_invisible() {
+    // mov $300000,%ecx; 1: dec %ecx; jnz 1b; out %al,$0x80; hlt
+    // Emulated kernel code (PVM) takes ~0.3 s here, so 1 ms kicks land mid-loop.
+    let code = [
+        0xB9, 0xE0, 0x93, 0x04, 0x00, 0xFF, 0xC9, 0x75, 0xFC, 0xE6, 0x80, 0xF4,
+    ];
+    let options = KvmOptions {
+        watchdog: WatchdogConfig {
+            kick_after: Duration::from_millis(1),
+            ..WatchdogConfig::default()
+        },
+        ..KvmOptions::default()
+    };
+    let Some((_ram, mut vcpu)) = guest(&code, &options) else {
+        return;
+    };
+    let mut io = Recorder::default();
+    assert_eq!(vcpu.run(&mut io, 0).unwrap(), VcpuExit::Io);
+    assert_eq!(vcpu.regs().unwrap().rcx, 0, "the loop ran to its end");
+    assert_eq!(vcpu.run(&mut io, 0).unwrap(), VcpuExit::Halted);
+    assert_eq!(io.log, ["out 0x80 [0]"]);
+    assert_eq!(vcpu.forced_preemptions(), 0);
+    eprintln!("{} invisible kicks", vcpu.kicks());
+}
+
+#[test]
 fn interrupt_window_exit_when_requested() {
     // sti; nop; 1: jmp 1b: the window opens after STI's shadow (the NOP). PVM only
     // looks for it at the end of an emulated block, which here is the same spot.
