@@ -23,6 +23,8 @@ enum Command {
     /// Load, list, remove and build container images (docs/images.md).
     #[command(subcommand)]
     Image(crate::image_cmd::ImageCommand),
+    /// Check which CPU backends work on this host (tiny probe guests) and which one detvm uses.
+    Doctor(crate::doctor_cmd::DoctorArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -39,6 +41,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(4)
             }
         },
+        Command::Doctor(args) => crate::doctor_cmd::run(args),
         Command::Paths => {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS

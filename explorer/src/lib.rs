@@ -2,5 +2,6 @@
 
 pub mod boot_cmd;
 pub mod cli;
+pub mod doctor_cmd;
 pub mod image_cmd;
 pub mod paths;

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod clock;
 pub mod cpu_model;
 pub mod devices;
+pub mod doctor;
 pub mod layout;
 pub mod machine;
 pub mod memory;

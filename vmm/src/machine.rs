@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
 use crate::backend::{self, BackendKind};
-use crate::boot::{self, BootSpec};
+use crate::boot::{self, BootSpec, EntryState};
 use crate::clock::{TimeModel, VirtualTime};
 use crate::devices::platform::{CpuRequest, Platform, PlatformConfig, PlatformEvent};
 use crate::memory::GuestRam;
@@ -118,6 +118,9 @@ pub struct Stats {
     pub halts: u64,
     pub injections: u64,
     pub slices: u64,
+    /// Runs the `kvm` watchdog cut short (DESIGN point 9). Host timing chose those
+    /// moments: a run with any is not deterministic.
+    pub forced_preemptions: u64,
 }
 
 pub struct Vm {
@@ -137,11 +140,7 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
-        if !(1..=8).contains(&config.vcpus) {
-            return Err(VmError::VcpuCount {
-                vcpus: config.vcpus,
-            });
-        }
+        check_vcpu_count(config)?;
         let ram = GuestRam::new(config.memory)?;
         let cmdline = format!("{BASE_CMDLINE} {}", config.cmdline);
         let spec = BootSpec {
@@ -152,6 +151,32 @@ impl Vm {
             rng_seed: seed::bytes(config.seed, "vm/boot-rng-seed"),
         };
         let entry = boot::load(ram.memory(), ram.size(), &spec)?;
+        Self::start(config, ram, entry)
+    }
+
+    /// Boots a freestanding flat binary instead of Linux (test and probe guests):
+    /// `image` is copied to `load_addr`, the boot GDT and identity page tables are
+    /// written as for Linux, and vCPU 0 starts in `entry` (e.g.
+    /// [`boot::long_mode_entry_state`]). `config.kernel`, `initrd` and `cmdline` are
+    /// ignored; platform, time and trace are the same as for Linux.
+    pub fn boot_flat(
+        config: &VmConfig,
+        image: &[u8],
+        load_addr: u64,
+        entry: EntryState,
+    ) -> Result<Vm, VmError> {
+        use vm_memory::{Bytes, GuestAddress};
+        check_vcpu_count(config)?;
+        let ram = GuestRam::new(config.memory)?;
+        ram.memory()
+            .write_slice(image, GuestAddress(load_addr))
+            .map_err(|e| boot::BootError::Layout(format!("loading the flat image: {e}")))?;
+        boot::write_gdt_and_page_tables(ram.memory())?;
+        Self::start(config, ram, entry)
+    }
+
+    /// The common tail of every boot: vCPUs in their entry state, a fresh platform.
+    fn start(config: &VmConfig, ram: GuestRam, entry: EntryState) -> Result<Vm, VmError> {
         let vcpu_error = |vcpu, error| VmError::Vcpu {
             vcpu,
             time: VirtualTime::ZERO,
@@ -200,6 +225,11 @@ impl Vm {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// False once host timing decided something the guest saw (a forced preemption).
+    pub fn deterministic(&self) -> bool {
+        self.stats.forced_preemptions == 0
     }
 
     pub fn instructions(&self) -> u64 {
@@ -272,19 +302,23 @@ impl Vm {
             time: now,
             error,
         };
-        if self.platform.pending_interrupt(cpu) && self.vcpus[cpu].interruptible() {
+        let pending = self.platform.pending_interrupt(cpu);
+        let interruptible = pending && self.vcpus[cpu].interruptible();
+        if interruptible {
             if let Some(vector) = self.platform.acknowledge_interrupt(cpu) {
                 self.vcpus[cpu].inject_interrupt(vector).map_err(fail)?;
                 self.stats.injections += 1;
                 self.record(DecisionKind::Inject, cpu, 0, u64::from(vector));
             }
         }
+        // An interrupt the guest blocks (IF=0, STI/MOV SS shadow): `kvm` exits as soon
+        // as it can be taken, instead of at some later unrelated exit. `emu` ignores it.
+        self.vcpus[cpu].request_interrupt_window(pending && !interruptible);
 
         let mut budget = self.slice_budget(limit);
         if self.platform.pending_interrupt(cpu) && !self.vcpus[cpu].interruptible() {
-            // An interrupt waits for IF (an ISR is running, or a CLI section): come back
-            // soon to deliver it, as an interrupt window exit would on KVM.
-            self.vcpus[cpu].request_interrupt_window(true);
+            // `emu` has no window exit: come back soon instead, so an interrupt that
+            // waits for an ISR's IRET or a CLI section lands promptly (and exactly).
             budget = budget.min(INTERRUPT_WINDOW_POLL);
         }
         let start = self.vcpus[cpu].instructions_retired();
@@ -325,8 +359,20 @@ impl Vm {
                 return Ok(Some(Outcome::TripleFault { vcpu: cpu, rip }))
             }
             VcpuExit::BudgetExhausted => self.record(DecisionKind::Budget, cpu, 0, retired),
-            VcpuExit::IoStop | VcpuExit::InterruptWindow | VcpuExit::Kicked => {
+            VcpuExit::IoStop | VcpuExit::InterruptWindow => {
                 self.record(DecisionKind::Stop, cpu, 0, retired)
+            }
+            // The access itself is already in the trace; only time moved (ns_per_exit).
+            VcpuExit::Io => {}
+            VcpuExit::Kicked => {
+                // The guest spun past the watchdog's long limit: force the next timer
+                // (as HLT would) so it can make progress; the run is no longer
+                // deterministic (see `Vm::deterministic`).
+                self.stats.forced_preemptions += 1;
+                if let Some(t) = self.platform.next_deadline(self.now) {
+                    self.now = self.now.max(t.min(limit));
+                }
+                self.record(DecisionKind::Stop, cpu, 0, u64::MAX);
             }
         }
         Ok(None)
@@ -392,6 +438,16 @@ impl Vm {
             instructions,
             detail,
         });
+    }
+}
+
+fn check_vcpu_count(config: &VmConfig) -> Result<(), VmError> {
+    if (1..=8).contains(&config.vcpus) {
+        Ok(())
+    } else {
+        Err(VmError::VcpuCount {
+            vcpus: config.vcpus,
+        })
     }
 }
 

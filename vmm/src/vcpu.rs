@@ -39,12 +39,19 @@ pub enum VcpuExit {
     BudgetExhausted,
     /// A write returned [`IoFlow::Stop`].
     IoStop,
+    /// One device access (or routed MSR access) completed (`kvm`). Without an
+    /// instruction count every exit is a decision point: the core charges
+    /// `ns_per_exit` for it, so a guest polling a device sees time move.
+    Io,
     /// HLT retired; RIP points after it.
     Halted,
     /// An interrupt window opened that the core asked for (`kvm`).
     InterruptWindow,
-    /// The host watchdog kicked a guest that ran long without an exit (`kvm`).
-    /// Invisible to the guest: no time advance, no injection follows.
+    /// The guest ran past the host watchdog's long limit without an exit (`kvm`,
+    /// DESIGN point 9). Shorter kicks are absorbed inside the backend and never
+    /// returned, so they stay invisible; this one is a forced preemption chosen by host
+    /// timing: the core may force a timer interrupt, and the run is no longer
+    /// deterministic from here.
     Kicked,
     /// Triple fault or an unrecoverable exception: the CPU reset itself.
     TripleFault { rip: u64 },
