@@ -357,3 +357,6 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

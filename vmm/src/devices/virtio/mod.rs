@@ -464,3 +464,6 @@ impl VirtioDevices {
         Ok(devices)
     }
 }
+
+#[cfg(test)]
+mod tests;
