@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use vm_memory::GuestMemoryMmap;
 
 use crate::backend::{self, BackendKind};
 use crate::boot::{self, BootSpec, EntryState};
 use crate::clock::{TimeModel, VirtualTime};
 use crate::devices::platform::{CpuRequest, Platform, PlatformConfig, PlatformEvent};
+use crate::devices::virtio::{VirtioDeviceConfig, VirtioDevices, VirtioSetupError};
 use crate::memory::GuestRam;
 use crate::seed;
 use crate::trace::{Decision, DecisionKind, TraceHash};
@@ -46,6 +48,8 @@ pub struct VmConfig {
     pub max_quantum: u64,
     /// Decisions between trace-hash checkpoints.
     pub trace_every: u64,
+    /// virtio devices after the always-present virtio-rng, in command-line order.
+    pub devices: Vec<VirtioDeviceConfig>,
 }
 
 impl VmConfig {
@@ -63,6 +67,7 @@ impl VmConfig {
             time: TimeModel::default(),
             max_quantum: 200_000,
             trace_every: 10_000,
+            devices: Vec::new(),
         }
     }
 }
@@ -73,6 +78,8 @@ pub enum VmError {
     Memory(#[from] crate::memory::MemoryError),
     #[error(transparent)]
     Boot(#[from] crate::boot::BootError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioSetupError),
     #[error("{vcpus} vCPUs requested: detvm supports 1 to 8")]
     VcpuCount { vcpus: u8 },
     #[error("vCPU {vcpu} at virtual time {time}: {error}")]
@@ -128,6 +135,7 @@ pub struct Vm {
     vcpus: Vec<Box<dyn Vcpu>>,
     cpu_state: Vec<CpuState>,
     platform: Platform,
+    virtio: VirtioDevices,
     _ram: GuestRam,
     now: VirtualTime,
     time: TimeModel,
@@ -142,7 +150,12 @@ impl Vm {
     pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
         check_vcpu_count(config)?;
         let ram = GuestRam::new(config.memory)?;
-        let cmdline = format!("{BASE_CMDLINE} {}", config.cmdline);
+        let virtio = VirtioDevices::from_config(config.seed, &config.devices)?;
+        let cmdline = format!(
+            "{BASE_CMDLINE} {} {}",
+            virtio.cmdline_fragment(),
+            config.cmdline
+        );
         let spec = BootSpec {
             kernel: &config.kernel,
             initrd: config.initrd.as_deref(),
@@ -151,7 +164,7 @@ impl Vm {
             rng_seed: seed::bytes(config.seed, "vm/boot-rng-seed"),
         };
         let entry = boot::load(ram.memory(), ram.size(), &spec)?;
-        Self::start(config, ram, entry)
+        Self::start(config, ram, virtio, entry)
     }
 
     /// Boots a freestanding flat binary instead of Linux (test and probe guests):
@@ -172,19 +185,26 @@ impl Vm {
             .write_slice(image, GuestAddress(load_addr))
             .map_err(|e| boot::BootError::Layout(format!("loading the flat image: {e}")))?;
         boot::write_gdt_and_page_tables(ram.memory())?;
-        Self::start(config, ram, entry)
+        let virtio = VirtioDevices::from_config(config.seed, &config.devices)?;
+        Self::start(config, ram, virtio, entry)
     }
 
     /// The common tail of every boot: vCPUs in their entry state, a fresh platform.
-    fn start(config: &VmConfig, ram: GuestRam, entry: EntryState) -> Result<Vm, VmError> {
+    fn start(
+        config: &VmConfig,
+        ram: GuestRam,
+        virtio: VirtioDevices,
+        entry: EntryState,
+    ) -> Result<Vm, VmError> {
         let vcpu_error = |vcpu, error| VmError::Vcpu {
             vcpu,
             time: VirtualTime::ZERO,
             error,
         };
-        let mut vcpus =
-            backend::create_vcpus(config.backend, &ram, Platform::MMIO_RANGES, config.vcpus)
-                .map_err(|e| vcpu_error(0, e))?;
+        let mut mmio_ranges = Platform::MMIO_RANGES.to_vec();
+        mmio_ranges.push(virtio.mmio_range());
+        let mut vcpus = backend::create_vcpus(config.backend, &ram, &mmio_ranges, config.vcpus)
+            .map_err(|e| vcpu_error(0, e))?;
         vcpus[0]
             .set_sregs(&entry.sregs)
             .map_err(|e| vcpu_error(0, e))?;
@@ -201,6 +221,7 @@ impl Vm {
             vcpus,
             cpu_state,
             platform,
+            virtio,
             _ram: ram,
             now: VirtualTime::ZERO,
             time: config.time,
@@ -245,6 +266,7 @@ impl Vm {
     ) -> Result<Outcome, VmError> {
         loop {
             self.platform.advance(self.now);
+            self.poll_virtio();
             self.handle_cpu_requests()?;
             let out = self.platform.take_console_output();
             if !out.is_empty() {
@@ -324,6 +346,8 @@ impl Vm {
         let start = self.vcpus[cpu].instructions_retired();
         let mut bridge = IoBridge {
             platform: &mut self.platform,
+            virtio: &mut self.virtio,
+            mem: self._ram.memory(),
             trace: &mut self.trace,
             stats: &mut self.stats,
             cpu,
@@ -451,6 +475,29 @@ fn check_vcpu_count(config: &VmConfig) -> Result<(), VmError> {
     }
 }
 
+/// virtio: host-side delivery at exits and interrupt lines into the platform.
+impl Vm {
+    /// The VM's virtio devices, for their host sides (console bytes, frames, disks).
+    pub fn virtio(&mut self) -> &mut VirtioDevices {
+        &mut self.virtio
+    }
+
+    /// Delivers queued host input (net RX, console bytes) at this exit.
+    fn poll_virtio(&mut self) {
+        self.virtio.poll(self._ram.memory());
+        drive_virtio_irqs(&mut self.virtio, &mut self.platform);
+    }
+}
+
+/// Drives changed virtio interrupt lines into the platform; true if any changed.
+fn drive_virtio_irqs(virtio: &mut VirtioDevices, platform: &mut Platform) -> bool {
+    let changes = virtio.take_irq_changes();
+    for &(gsi, level) in &changes {
+        platform.set_irq(gsi, level);
+    }
+    !changes.is_empty()
+}
+
 /// The state an AP starts in after a startup IPI: real mode at vector * 4 KiB.
 fn real_mode_startup(vector: u8) -> (kvm_regs, kvm_sregs) {
     let segment = |selector: u16, code: bool| kvm_segment {
@@ -507,6 +554,8 @@ fn real_mode_startup(vector: u8) -> (kvm_regs, kvm_sregs) {
 /// counts into virtual time and recording every access in the trace hash.
 struct IoBridge<'a> {
     platform: &'a mut Platform,
+    virtio: &'a mut VirtioDevices,
+    mem: &'a GuestMemoryMmap,
     trace: &'a mut TraceHash,
     stats: &'a mut Stats,
     cpu: usize,
@@ -530,6 +579,15 @@ impl IoBridge<'_> {
             instructions: insns,
             detail,
         });
+    }
+
+    /// After a virtio access: a changed line ends the slice so the core can deliver.
+    fn virtio_event(&mut self) -> PlatformEvent {
+        if drive_virtio_irqs(self.virtio, self.platform) {
+            PlatformEvent::InterruptsChanged
+        } else {
+            PlatformEvent::None
+        }
     }
 
     fn flow(&mut self, event: PlatformEvent) -> IoFlow {
@@ -570,9 +628,10 @@ impl GuestIo for IoBridge<'_> {
     }
 
     fn mmio_read(&mut self, insns: u64, addr: u64, data: &mut [u8]) {
-        if !self
-            .platform
-            .mmio_read(self.at(insns), self.cpu, addr, data)
+        if self.virtio.mmio_read(addr, data).is_none()
+            && !self
+                .platform
+                .mmio_read(self.at(insns), self.cpu, addr, data)
         {
             data.fill(0xFF);
         }
@@ -581,9 +640,14 @@ impl GuestIo for IoBridge<'_> {
     }
 
     fn mmio_write(&mut self, insns: u64, addr: u64, data: &[u8]) -> IoFlow {
-        let (_, event) = self
-            .platform
-            .mmio_write(self.at(insns), self.cpu, addr, data);
+        let event = match self.virtio.mmio_write(self.mem, addr, data) {
+            Some(_) => self.virtio_event(),
+            None => {
+                self.platform
+                    .mmio_write(self.at(insns), self.cpu, addr, data)
+                    .1
+            }
+        };
         self.stats.mmio_writes += 1;
         self.record(DecisionKind::MmioWrite, insns, detail(addr, data));
         self.flow(event)

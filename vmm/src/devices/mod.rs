@@ -21,6 +21,7 @@ pub mod pit;
 pub mod platform;
 pub mod rtc;
 pub mod serial;
+pub mod virtio;
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
