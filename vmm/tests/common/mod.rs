@@ -19,8 +19,10 @@ pub fn build_guest(name: &str) -> Vec<u8> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.S"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
     std::fs::create_dir_all(&out).expect("creating the guest build folder");
-    // Unique per process: test binaries may build the same guest concurrently.
-    let stem = out.join(format!("{name}-{}", std::process::id()));
+    // Unique per build: test binaries, and tests within one binary, build concurrently.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stem = out.join(format!("{name}-{}-{n}", std::process::id()));
     let (obj, elf, bin) = (
         stem.with_extension("o"),
         stem.with_extension("elf"),
