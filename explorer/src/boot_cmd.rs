@@ -11,6 +11,7 @@ use clap::Args;
 use vmm::backend::BackendKind;
 use vmm::clock::VirtualTime;
 use vmm::machine::{Outcome, Vm, VmConfig};
+use vmm::trace::{first_divergence, Divergence};
 
 #[derive(Args, Debug)]
 pub struct BootArgs {
@@ -47,6 +48,10 @@ pub struct BootArgs {
     /// Print the trace hash and its checkpoints.
     #[arg(long)]
     pub trace_hash: bool,
+    /// Boot a second time with the same inputs and compare trace hashes; on a mismatch,
+    /// name the first diverging checkpoint. Exit code 5 when the runs differ.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
@@ -103,6 +108,20 @@ pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
                 "  checkpoint {:>10} {:016x} at {}",
                 c.decisions, c.hash, c.last.time
             );
+        }
+    }
+    if args.verify {
+        let mut again = Vm::boot(&config)?;
+        again.run(limit, &mut |_| {})?;
+        match first_divergence(vm.trace(), again.trace()) {
+            Divergence::None => eprintln!(
+                "detvm boot --verify: a second run gave the same trace hash {:016x}",
+                again.trace().value()
+            ),
+            divergence => {
+                eprintln!("detvm boot --verify: the runs DIVERGE\n{divergence}");
+                return Ok(ExitCode::from(5));
+            }
         }
     }
     Ok(match outcome {
