@@ -235,7 +235,7 @@ if echo x | dd of=/dev/vda conv=fsync 2>/dev/null; then echo WRITE allowed; else
 
 // ------------------------------------------------------------------- blk writable
 
-/// 64 lines of 20 bytes: 1280 bytes, sectors 0..=2 (the third partly).
+/// 64 lines of 19 bytes: 1216 bytes, sectors 0..=2 (the third partly).
 fn flushed_pattern() -> Vec<u8> {
     (0..64)
         .flat_map(|i| format!("detvm-flushed-{i:04}\n").into_bytes())
@@ -249,7 +249,7 @@ dd if=/tmp/pat of=/dev/vda conv=fsync,notrunc 2>/dev/null && echo FSYNC ok
 printf 'detvm-unflushed\\n' > /tmp/u
 dd if=/tmp/u of=/dev/vda bs=512 seek=1024 conv=sync,notrunc 2>/dev/null
 blockdev --flushbufs /dev/vda && echo FLUSHBUFS ok
-echo READBACK $(head -c 1280 /dev/vda | sha256sum | cut -d' ' -f1)
+echo READBACK $(head -c $(wc -c < /tmp/pat) /dev/vda | sha256sum | cut -d' ' -f1)
 echo FIRST $(head -n 1 /dev/vda)
 echo UNFLUSHED $(dd if=/dev/vda bs=512 skip=1024 count=1 2>/dev/null | head -n 1)
 ";
