@@ -613,14 +613,9 @@ fn assert_all_devices_deterministic(runs: usize) {
     );
 }
 
+/// Ten runs with one seed (about 3 s each in release), then one with another seed.
 #[test]
 fn all_devices_same_seed_same_console_and_trace() {
-    assert_all_devices_deterministic(5);
-}
-
-#[test]
-#[ignore = "10 runs take long; the normal suite does 5"]
-fn all_devices_same_seed_same_console_and_trace_10_runs() {
     assert_all_devices_deterministic(10);
 }
 
