@@ -6,14 +6,15 @@
 #
 #   build-busybox-initramfs.sh SCRIPT [OUT_DIR]
 #
-# Needs a static /bin/busybox (Debian's busybox-static; scripts/setup.sh installs it).
+# Needs a static busybox: /bin/busybox (Debian's busybox-static; scripts/setup.sh installs
+# it) or $DETVM_BUSYBOX.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 script=${1:?usage: build-busybox-initramfs.sh SCRIPT [OUT_DIR]}
 busybox=${DETVM_BUSYBOX:-/bin/busybox}
 [ -x "$busybox" ] || { echo "no $busybox (install busybox-static)" >&2; exit 1; }
-if ! file -L "$busybox" 2>/dev/null | grep -q 'statically linked'; then
-  if command -v file >/dev/null; then echo "$busybox is not static (install busybox-static)" >&2; exit 1; fi
+if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically linked'; then
+  echo "$busybox is not static (install busybox-static)" >&2; exit 1
 fi
 cache=${DETVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/detvm}
 hash=$(cat "$script" "$here/build-busybox-initramfs.sh" "$busybox" | sha256sum | cut -c1-16)
