@@ -456,7 +456,7 @@ const NET_STEP: VirtualTime = VirtualTime(10_000_000);
 fn net_pings_a_host_side_peer() {
     assert_eq!(GUEST_IP[..3], PEER_IP[..3]);
     let mut peer = Peer::default();
-    let r = run_sliced(
+    let mut r = run_sliced(
         &net_body(),
         1,
         vec![VirtioDeviceConfig::Net { mac: GUEST_MAC }],
@@ -464,6 +464,8 @@ fn net_pings_a_host_side_peer() {
         |vm| peer.serve(vm),
     );
     assert_clean_end(&r);
+    let stats = r.vm.virtio().net_mut().unwrap().stats().clone();
+    assert_eq!((stats.rx_dropped, stats.tx_dropped), (0, 0), "{stats:?}");
     assert_eq!(
         line_value(&r.console, "MAC"),
         Some("52:54:00:12:34:56"),
