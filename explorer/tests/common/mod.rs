@@ -51,3 +51,35 @@ pub fn probe_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
         .split_whitespace()
         .find_map(|word| word.strip_prefix(needle.as_str()))
 }
+
+/// An initramfs holding static busybox (applets in /bin) with `init_script` as /init,
+/// built by `images/guest-probe/build-busybox-initramfs.sh` and cached by the script's hash.
+pub fn busybox_initramfs(init_script: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    init_script.hash(&mut h);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-init");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One file per content, written atomically, so parallel tests never race on it.
+    let path = dir.join(format!("init-{:016x}.sh", h.finish()));
+    if !path.exists() {
+        let tmp = dir.join(format!(
+            "init-{:016x}.{}.tmp",
+            h.finish(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, init_script).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    let out = Command::new(repo_root().join("images/guest-probe/build-busybox-initramfs.sh"))
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run build-busybox-initramfs.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "build-busybox-initramfs.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().expect("script printed a path").trim())
+}
