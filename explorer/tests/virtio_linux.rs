@@ -484,34 +484,51 @@ fn net_pings_a_host_side_peer() {
 
 // ------------------------------------------------------------------------- console
 
-const CONSOLE_BODY: &str = "
+/// The guest sends one protocol frame (magic "dv", version 1, length 16 LE, payload)
+/// and reads the host's framed reply (8-byte header + 15-byte payload).
+const CONSOLE_BODY: &str = r"
 exec 3<>/dev/hvc0
 stty -F /dev/hvc0 raw -echo
-echo hello-from-guest >&3
-read -r line <&3
-echo HVC got:$line
+printf 'dv\001\000\020\000\000\000hello-from-guest' >&3
+reply=$(dd bs=1 count=23 <&3 2>/dev/null | tail -c 15)
+echo HVC got:$reply
 ";
 
+/// The host side of the console exchange: decode the guest's frames, answer the first.
+#[derive(Default)]
+struct FramedPeer {
+    decoder: detvm_protocol::frame::Decoder,
+    received: Vec<Vec<u8>>,
+    raw: Vec<u8>,
+}
+
+impl FramedPeer {
+    fn serve(&mut self, console: &mut vmm::devices::virtio::console::Console) {
+        let bytes = console.take_output();
+        self.raw.extend_from_slice(&bytes);
+        self.decoder.push(&bytes);
+        while let Some(frame) = self.decoder.next_frame() {
+            self.received
+                .push(frame.expect("the guest sent a well-formed frame"));
+            if self.received.len() == 1 {
+                console.push_input(&detvm_protocol::frame::encode(b"reply-from-host").unwrap());
+            }
+        }
+    }
+}
+
 #[test]
-fn console_exchanges_a_line_with_the_host() {
-    let mut host_saw = Vec::new();
-    let mut answered = false;
+fn console_exchanges_framed_messages_with_the_host() {
+    let mut peer = FramedPeer::default();
     let r = run_sliced(
         CONSOLE_BODY,
         1,
         vec![VirtioDeviceConfig::Console],
         NET_STEP,
-        |vm| {
-            let console = vm.virtio().console_mut().expect("console device");
-            host_saw.extend(console.take_output());
-            if !answered && host_saw.ends_with(b"\n") {
-                console.push_input(b"reply-from-host\n");
-                answered = true;
-            }
-        },
+        |vm| peer.serve(vm.virtio().console_mut().expect("console device")),
     );
     assert_clean_end(&r);
-    assert_eq!(String::from_utf8_lossy(&host_saw), "hello-from-guest\n");
+    assert_eq!(peer.received, vec![b"hello-from-guest".to_vec()]);
     assert_eq!(
         line_value(&r.console, "HVC"),
         Some("got:reply-from-host"),
@@ -550,8 +567,7 @@ struct AllDevices {
 
 fn run_all_devices(img: &std::path::Path, seed: u64) -> AllDevices {
     let mut peer = Peer::default();
-    let mut host_console = Vec::new();
-    let mut answered = false;
+    let mut console_peer = FramedPeer::default();
     let r = run_sliced(
         &all_devices_body(),
         seed,
@@ -564,12 +580,7 @@ fn run_all_devices(img: &std::path::Path, seed: u64) -> AllDevices {
         NET_STEP,
         |vm| {
             peer.serve(vm);
-            let console = vm.virtio().console_mut().expect("console device");
-            host_console.extend(console.take_output());
-            if !answered && host_console.ends_with(b"\n") {
-                console.push_input(b"reply-from-host\n");
-                answered = true;
-            }
+            console_peer.serve(vm.virtio().console_mut().expect("console device"));
         },
     );
     assert_clean_end(&r);
@@ -584,7 +595,7 @@ fn run_all_devices(img: &std::path::Path, seed: u64) -> AllDevices {
     AllDevices {
         console: r.console,
         trace: r.vm.trace().value(),
-        host_console,
+        host_console: console_peer.raw,
         tx_frames: peer.tx_frames,
         wall: r.wall,
     }
