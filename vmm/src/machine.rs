@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::GuestMemoryMmap;
 
 use crate::backend::{self, BackendKind};
@@ -434,7 +433,7 @@ impl Vm {
             match request {
                 CpuRequest::Init => self.cpu_state[cpu] = CpuState::WaitForSipi,
                 CpuRequest::Startup(vector) if self.cpu_state[cpu] == CpuState::WaitForSipi => {
-                    let (regs, sregs) = real_mode_startup(vector);
+                    let boot::EntryState { regs, sregs } = boot::real_mode_ap_state(vector);
                     let now = self.now;
                     let fail = |error| VmError::Vcpu {
                         vcpu: cpu,
@@ -496,58 +495,6 @@ fn drive_virtio_irqs(virtio: &mut VirtioDevices, platform: &mut Platform) -> boo
         platform.set_irq(gsi, level);
     }
     !changes.is_empty()
-}
-
-/// The state an AP starts in after a startup IPI: real mode at vector * 4 KiB.
-fn real_mode_startup(vector: u8) -> (kvm_regs, kvm_sregs) {
-    let segment = |selector: u16, code: bool| kvm_segment {
-        base: u64::from(selector) << 4,
-        limit: 0xFFFF,
-        selector,
-        type_: if code { 0xB } else { 0x3 },
-        present: 1,
-        s: 1,
-        ..Default::default()
-    };
-    let data = segment(0, false);
-    let sregs = kvm_sregs {
-        cs: segment(u16::from(vector) << 8, true),
-        ds: data,
-        es: data,
-        fs: data,
-        gs: data,
-        ss: data,
-        gdt: kvm_bindings::kvm_dtable {
-            limit: 0xFFFF,
-            ..Default::default()
-        },
-        idt: kvm_bindings::kvm_dtable {
-            limit: 0xFFFF,
-            ..Default::default()
-        },
-        tr: kvm_segment {
-            limit: 0xFFFF,
-            type_: 0xB,
-            present: 1,
-            ..Default::default()
-        },
-        ldt: kvm_segment {
-            limit: 0xFFFF,
-            type_: 0x2,
-            present: 1,
-            ..Default::default()
-        },
-        cr0: 0x6000_0010,
-        ..Default::default()
-    };
-    (
-        kvm_regs {
-            rip: 0,
-            rflags: 0x2,
-            ..Default::default()
-        },
-        sregs,
-    )
 }
 
 /// Connects a running vCPU to the platform for one slice, turning instruction

@@ -49,21 +49,39 @@ pub fn write_gdt_and_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError>
     Ok(())
 }
 
-fn segment(selector: u16, code: bool) -> kvm_segment {
+/// A present, accessed code (execute/read) or data (read/write) segment.
+fn segment(selector: u16, base: u64, limit: u32, code: bool) -> kvm_segment {
     kvm_segment {
-        base: 0,
-        limit: 0xFFFF_FFFF,
+        base,
+        limit,
         selector,
         type_: if code { 0xB } else { 0x3 },
         present: 1,
-        dpl: 0,
-        db: u8::from(!code),
         s: 1,
+        ..Default::default()
+    }
+}
+
+/// 64-bit code, or flat 4 GiB data, at ring 0.
+fn long_mode_segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        db: u8::from(!code),
         l: u8::from(code),
         g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
+        ..segment(selector, 0, 0xFFFF_FFFF, code)
+    }
+}
+
+/// `sregs` with `code` in CS and `data` in every data segment register.
+fn with_segments(code: kvm_segment, data: kvm_segment, sregs: kvm_sregs) -> kvm_sregs {
+    kvm_sregs {
+        cs: code,
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        ..sregs
     }
 }
 
@@ -74,36 +92,70 @@ pub fn long_mode_entry_state(entry: u64, zero_page: u64) -> EntryState {
         rflags: 0x2,
         ..Default::default()
     };
-    let data = segment(DATA_SELECTOR, false);
-    let sregs = kvm_sregs {
-        cs: segment(CODE_SELECTOR, true),
-        ds: data,
-        es: data,
-        fs: data,
-        gs: data,
-        ss: data,
-        gdt: kvm_bindings::kvm_dtable {
-            base: GDT_ADDR,
-            limit: (GDT.len() * 8 - 1) as u16,
+    let sregs = with_segments(
+        long_mode_segment(CODE_SELECTOR, true),
+        long_mode_segment(DATA_SELECTOR, false),
+        kvm_sregs {
+            gdt: kvm_bindings::kvm_dtable {
+                base: GDT_ADDR,
+                limit: (GDT.len() * 8 - 1) as u16,
+                ..Default::default()
+            },
+            // A busy 64-bit TSS descriptor shape, as VMX requires a usable TR.
+            tr: kvm_segment {
+                limit: 0x67,
+                type_: 0xB,
+                present: 1,
+                ..Default::default()
+            },
+            ldt: kvm_segment {
+                type_: 0x2,
+                present: 1,
+                unusable: 1,
+                ..Default::default()
+            },
+            cr0: CR0_PE | CR0_ET | CR0_PG,
+            cr3: PML4_ADDR,
+            cr4: CR4_PAE,
+            efer: EFER_LME | EFER_LMA,
             ..Default::default()
         },
-        // A busy 64-bit TSS descriptor shape, as VMX requires a usable TR.
-        tr: kvm_segment {
-            limit: 0x67,
-            type_: 0xB,
-            present: 1,
+    );
+    EntryState { regs, sregs }
+}
+
+/// The state an AP starts in after a startup IPI: real mode at `vector` * 4 KiB
+/// (CS = vector << 8, IP = 0), as after INIT.
+pub fn real_mode_ap_state(vector: u8) -> EntryState {
+    let selector = u16::from(vector) << 8;
+    let table = kvm_bindings::kvm_dtable {
+        limit: 0xFFFF,
+        ..Default::default()
+    };
+    let sregs = with_segments(
+        segment(selector, u64::from(selector) << 4, 0xFFFF, true),
+        segment(0, 0, 0xFFFF, false),
+        kvm_sregs {
+            gdt: table,
+            idt: table,
+            tr: kvm_segment {
+                limit: 0xFFFF,
+                type_: 0xB,
+                present: 1,
+                ..Default::default()
+            },
+            ldt: kvm_segment {
+                limit: 0xFFFF,
+                type_: 0x2,
+                present: 1,
+                ..Default::default()
+            },
+            cr0: 0x6000_0010, // CD, NW, ET: the reset value
             ..Default::default()
         },
-        ldt: kvm_segment {
-            type_: 0x2,
-            present: 1,
-            unusable: 1,
-            ..Default::default()
-        },
-        cr0: CR0_PE | CR0_ET | CR0_PG,
-        cr3: PML4_ADDR,
-        cr4: CR4_PAE,
-        efer: EFER_LME | EFER_LMA,
+    );
+    let regs = kvm_regs {
+        rflags: 0x2,
         ..Default::default()
     };
     EntryState { regs, sregs }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use linux_loader::loader::{bootparam, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-pub use cpu_state::{long_mode_entry_state, write_gdt_and_page_tables, EntryState};
+pub use cpu_state::{
+    long_mode_entry_state, real_mode_ap_state, write_gdt_and_page_tables, EntryState,
+};
 
 use crate::layout::*;
 
