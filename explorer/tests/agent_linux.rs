@@ -153,3 +153,29 @@ fn agent_powers_off_when_the_host_asks() {
         r.serial
     );
 }
+
+#[test]
+fn agent_reports_a_non_executable_file_and_a_signal_death() {
+    let r = run_agent(&["/proc/cmdline"], |_| None);
+    assert_eq!(r.outcome, Outcome::PowerOff, "{}", r.serial);
+    assert!(
+        matches!(&r.messages[..], [h, AgentMessage::Error { message }]
+            if *h == hello() && message.contains("/proc/cmdline")),
+        "{:?}",
+        r.messages
+    );
+    let r = run_agent(&["/bin/sh", "-c", "kill -9 $$"], |_| None);
+    assert_eq!(r.outcome, Outcome::PowerOff, "{}", r.serial);
+    assert_eq!(
+        r.messages,
+        vec![
+            hello(),
+            AgentMessage::Exited {
+                code: None,
+                signal: Some(9)
+            }
+        ],
+        "{}",
+        r.serial
+    );
+}
