@@ -1,4 +1,6 @@
-//! The wire protocol between the VMM and the guest agent (virtio-console).
-//! Framing is here; the typed, versioned messages come with the guest agent.
+//! The wire protocol between the VMM and the guest agent (virtio-console): framing,
+//! the typed, versioned messages inside frames, and the `detvm.run=` parameter.
 
 pub mod frame;
+pub mod message;
+pub mod run_arg;
