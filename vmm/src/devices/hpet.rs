@@ -413,9 +413,7 @@ mod tests {
         let mut x: u64 = 5;
         let mut now = 0u64;
         for _ in 0..50_000 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            crate::devices::next_garbage(&mut x);
             now = if x & 15 == 0 {
                 now / 2
             } else {

@@ -338,9 +338,7 @@ mod tests {
         let mut io = Ioapic::new();
         let mut x: u64 = 11;
         for _ in 0..50_000 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            crate::devices::next_garbage(&mut x);
             let off = (x >> 8) % 0x30;
             let len = [0, 1, 2, 3, 4, 8][((x >> 30) % 6) as usize];
             let val = (x >> 32).to_le_bytes();

@@ -64,6 +64,16 @@ pub(crate) fn write_le(old: u64, offset: usize, data: &[u8]) -> u64 {
 }
 
 /// Serializes and deserializes a device state, as a snapshot would.
+/// One step of the 64-bit LCG (Knuth's MMIX constants) that drives the devices'
+/// garbage-input tests: advances `x` and returns it.
+#[cfg(test)]
+pub(crate) fn next_garbage(x: &mut u64) -> u64 {
+    *x = x
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *x
+}
+
 #[cfg(test)]
 pub(crate) fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
     let text = serde_json::to_string(state).expect("state serializes");

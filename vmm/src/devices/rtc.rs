@@ -553,9 +553,7 @@ mod tests {
             let mut x: u64 = epoch as u64 ^ 0x5555;
             let mut now = 0u64;
             for _ in 0..5_000 {
-                x = x
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                crate::devices::next_garbage(&mut x);
                 now = if x & 15 == 0 {
                     now / 3
                 } else {
