@@ -172,6 +172,15 @@ pub fn run(argv: &[Vec<u8>], console: &mut Console, host_in: &mut File) -> Resul
                         sys::kill(pid);
                         return Ok(End::PowerOffRequested);
                     }
+                    Ok(HostMessage::StepClock { delta_ns }) => {
+                        if let Err(e) = sys::step_realtime(delta_ns) {
+                            console
+                                .send(&AgentMessage::Error {
+                                    message: format!("cannot step the clock: {e}"),
+                                })
+                                .map_err(io_err)?;
+                        }
+                    }
                     Err(e) => console
                         .send(&AgentMessage::Error {
                             message: format!("bad host message: {e}"),

@@ -117,3 +117,26 @@ pub fn power_off() -> ! {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
+
+/// Moves CLOCK_REALTIME by `delta_ns` (the World's clock-step fault).
+pub fn step_realtime(delta_ns: i64) -> std::io::Result<()> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the kernel to fill and then read.
+    unsafe {
+        if libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let total =
+            i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec) + i128::from(delta_ns);
+        let total = total.max(0);
+        now.tv_sec = (total / 1_000_000_000) as libc::time_t;
+        now.tv_nsec = (total % 1_000_000_000) as libc::c_long;
+        if libc::clock_settime(libc::CLOCK_REALTIME, &now) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

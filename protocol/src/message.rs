@@ -47,6 +47,9 @@ pub enum AgentMessage {
 pub enum HostMessage {
     /// Stop the service and power the machine off.
     PowerOff,
+    /// Move the guest's wall clock (CLOCK_REALTIME) by `delta_ns`, forwards or back:
+    /// the World's clock-step fault. Monotonic clocks are not touched.
+    StepClock { delta_ns: i64 },
 }
 
 #[derive(Debug, thiserror::Error)]
