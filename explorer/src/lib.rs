@@ -2,6 +2,7 @@
 
 pub mod boot_cmd;
 pub mod cli;
+pub mod compose;
 pub mod doctor_cmd;
 pub mod image_cmd;
 pub mod paths;
