@@ -5,4 +5,8 @@ pub mod cli;
 pub mod compose;
 pub mod doctor_cmd;
 pub mod image_cmd;
+pub mod moment;
 pub mod paths;
+pub mod properties;
+pub mod report;
+pub mod store;
