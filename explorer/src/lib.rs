@@ -3,6 +3,7 @@
 pub mod boot_cmd;
 pub mod cli;
 pub mod compose;
+pub mod composer;
 pub mod doctor_cmd;
 pub mod image_cmd;
 pub mod moment;
