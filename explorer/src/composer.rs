@@ -311,7 +311,7 @@ impl Composer {
             if self.running.values().any(|c| *c == command) {
                 continue;
             }
-            if self.rng.next_u64() % 4 == 0 {
+            if self.rng.next_u64().is_multiple_of(4) {
                 let action = self.start(command);
                 actions.push(action);
             }
