@@ -35,6 +35,8 @@ pub struct Settings {
     pub vcpus: u8,
     pub faults: Option<serde_json::Value>,
     pub fault_mode: FaultMode,
+    /// Runs once when an image is missing from the store, then images are looked up again.
+    pub prepare: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,6 +61,8 @@ pub struct RawDetvm {
     pub faults: Option<serde_json::Value>,
     /// `swarm` (drawn from the seed) or `none`.
     pub fault_mode: Option<String>,
+    /// A script, relative to the compose file, that builds missing images.
+    pub prepare: Option<String>,
 }
 
 /// `x-detvm` inside a service.

@@ -121,6 +121,7 @@ fn settings(ctx: &Ctx, detvm: Option<Spanned<raw::RawDetvm>>) -> Result<Settings
         vcpus: check_vcpus(d.vcpus.unwrap_or(1)).map_err(|e| field("vcpus", e))?,
         faults: d.faults,
         fault_mode,
+        prepare: d.prepare.map(|p| ctx.dir.join(p)),
     })
 }
 
