@@ -10,4 +10,6 @@ pub mod moment;
 pub mod paths;
 pub mod properties;
 pub mod report;
+pub mod run;
+pub mod run_cmd;
 pub mod store;

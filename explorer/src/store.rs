@@ -51,6 +51,8 @@ pub enum RunStatus {
     PropertiesFailed,
     SetupFailed,
     InfrastructureError,
+    /// A test command was still running long after the driver phase ended.
+    DriverHung,
     Interrupted,
 }
 
@@ -62,6 +64,7 @@ impl RunStatus {
             RunStatus::PropertiesFailed => "properties_failed",
             RunStatus::SetupFailed => "setup_failed",
             RunStatus::InfrastructureError => "infrastructure_error",
+            RunStatus::DriverHung => "driver_hung",
             RunStatus::Interrupted => "interrupted",
         }
     }
@@ -73,6 +76,7 @@ impl RunStatus {
             "properties_failed" => RunStatus::PropertiesFailed,
             "setup_failed" => RunStatus::SetupFailed,
             "interrupted" => RunStatus::Interrupted,
+            "driver_hung" => RunStatus::DriverHung,
             _ => RunStatus::InfrastructureError,
         }
     }
