@@ -17,7 +17,7 @@ use detvm_protocol::spec::{env_key, ServiceSpec, SpecError, DEFAULT_PATH};
 
 use crate::console::Console;
 use crate::lines::Lines;
-use crate::process::{self, Launch};
+use crate::process::{self, Launch, MountNamespace};
 use crate::rootfs::{self, ROOT};
 use crate::sdk::{self, SdkWatch};
 use crate::sys::{self, Ended};
@@ -388,7 +388,7 @@ impl Agent {
             &spec.working_dir,
             &spec.user,
             SERVICE_SDK,
-            true,
+            MountNamespace::New,
         )
     }
 
@@ -399,7 +399,7 @@ impl Agent {
         working_dir: &str,
         user: &str,
         sdk_file: &str,
-        new_mount_namespace: bool,
+        mount_namespace: MountNamespace,
     ) -> Result<Proc, String> {
         if !working_dir.is_empty() && !working_dir.starts_with('/') {
             return Err(SpecError::RelativeWorkdir(working_dir.into()).to_string());
@@ -435,7 +435,7 @@ impl Agent {
             env: &env,
             working_dir,
             identity: &identity,
-            new_mount_namespace,
+            mount_namespace,
         });
         match started {
             Ok(s) => Ok(Proc::new(s, sdk_file.to_string())),
@@ -484,7 +484,16 @@ impl Agent {
         let working_dir = pick(&req.working_dir, &spec.working_dir);
         let user = pick(&req.user, &spec.user);
         let sdk_file = format!("exec-{}.jsonl", req.id);
-        self.spawn_in_container(&req.argv, env, &working_dir, &user, &sdk_file, false)
+        // Join the running service's mount namespace, as `docker exec` does.
+        let service_ns = self
+            .service
+            .as_ref()
+            .and_then(|s| File::open(format!("/proc/{}/ns/mnt", s.pid)).ok());
+        let ns = match &service_ns {
+            Some(f) => MountNamespace::Join(f.as_raw_fd()),
+            None => MountNamespace::Agent,
+        };
+        self.spawn_in_container(&req.argv, env, &working_dir, &user, &sdk_file, ns)
     }
 
     fn read_file(&mut self, id: u64, path: &str) -> Sent {

@@ -1,5 +1,5 @@
-//! Starting a process in the container: chroot into [`rootfs::ROOT`] (in a new mount
-//! namespace for the service), the working directory (created if missing, as Docker
+//! Starting a process in the container: chroot into [`ROOT`] (in a new mount namespace
+//! for the service; in the service's for exec'd commands), the working directory (created if missing, as Docker
 //! does), the user's groups, gid and uid, the given environment only, stdin on
 //! /dev/null and stdout/stderr piped. It leads its own process group, so the service and
 //! what it starts can be killed together.
@@ -24,8 +24,18 @@ pub struct Launch<'a> {
     /// Absolute, inside the container; empty means `/`.
     pub working_dir: &'a str,
     pub identity: &'a Identity,
-    /// The service gets its own mount namespace; exec'd commands share the agent's.
-    pub new_mount_namespace: bool,
+    pub mount_namespace: MountNamespace,
+}
+
+/// Where the process's mounts come from.
+#[derive(Clone, Copy)]
+pub enum MountNamespace {
+    /// A new one, copied from the agent's (the service).
+    New,
+    /// The running service's (an fd of its /proc/PID/ns/mnt), as `docker exec` does.
+    Join(RawFd),
+    /// The agent's own (exec while no service runs).
+    Agent,
 }
 
 pub struct Started {
@@ -48,7 +58,7 @@ enum Step {
 
 fn step_name(step: u8, working_dir: &str, id: &Identity) -> String {
     match step {
-        1 => "cannot make a mount namespace".into(),
+        1 => "cannot make or join the mount namespace".into(),
         2 => format!("cannot chroot into {ROOT}"),
         3 => format!(
             "cannot enter the working directory `{working_dir}` (it is not a folder, or \
@@ -122,7 +132,7 @@ pub fn spawn(l: &Launch) -> Result<Started, String> {
     let mkdirs = prefixes(working_dir).map_err(bad)?;
     let groups: Vec<libc::gid_t> = l.identity.groups.clone();
     let (uid, gid) = (l.identity.uid, l.identity.gid);
-    let new_ns = l.new_mount_namespace;
+    let mount_ns = l.mount_namespace;
     let (mut step_read, step_write) = pipe().map_err(bad)?;
 
     let mut command = Command::new(program);
@@ -148,7 +158,12 @@ pub fn spawn(l: &Launch) -> Result<Started, String> {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if new_ns && libc::unshare(libc::CLONE_NEWNS) != 0 {
+            let ns = match mount_ns {
+                MountNamespace::New => libc::unshare(libc::CLONE_NEWNS),
+                MountNamespace::Join(fd) => libc::setns(fd, libc::CLONE_NEWNS),
+                MountNamespace::Agent => 0,
+            };
+            if ns != 0 {
                 return Err(fail(Step::MountNamespace));
             }
             if libc::chroot(root.as_ptr()) != 0 {

@@ -3,8 +3,9 @@
 //! (pts, shm inside) and a fresh /run mounted in it.
 //!
 //! The service gets its own mount namespace (a copy of the agent's, so it sees all of
-//! these) and `chroot`s into [`ROOT`]; exec'd commands `chroot` into the same path from
-//! the agent's namespace, so they see the same files (but not mounts the service made).
+//! these) and `chroot`s into [`ROOT`]; exec'd commands join the running service's mount
+//! namespace (`setns`) and `chroot` into the same path, so they see what it sees, mounts
+//! it made included. With no service running they use the agent's namespace.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
