@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release -p explorer --test agent_bench -- --ignored --nocapture --test-threads=1 \
-  2>&1 | grep -E '^(BENCH|SKIP)'
+  2>&1 | grep -oE '(BENCH|SKIP) .*'
