@@ -249,7 +249,8 @@ impl Vm {
 
     /// When this VM can next execute an instruction, for a scheduler of many VMs (the
     /// World): `now` if a vCPU can run, the next timer deadline if every vCPU is halted,
-    /// `None` if only host input (a frame, console bytes) or nothing can wake it.
+    /// `None` if only host input (a frame, console bytes) can wake it, or nothing can
+    /// ([`Vm::halted_for_good`]).
     ///
     /// First delivers pending host input, exactly as the next [`Vm::run`] would at this
     /// same instant, so a frame just pushed counts as a wake-up now.
@@ -266,6 +267,9 @@ impl Vm {
         // A queued INIT or SIPI is handled at the top of the next run.
         if runnable || self.platform.has_cpu_requests() {
             return Some(self.now);
+        }
+        if self.halted_for_good() {
+            return None; // timers may still tick, but none can wake it
         }
         self.platform.next_deadline(self.now)
     }
