@@ -432,11 +432,11 @@ impl Vm {
                 self.stats.halts += 1;
                 let rip = self.vcpus[cpu].regs().map(|r| r.rip).unwrap_or(0);
                 self.record(DecisionKind::Halt, cpu, rip, 0);
+                self.cpu_state[cpu] = CpuState::Halted;
                 // HLT with interrupts off never wakes (Linux's final halt).
                 if !self.vcpus[cpu].interruptible() && self.all_others_stopped(cpu) {
                     return Ok(Some(Outcome::Halted));
                 }
-                self.cpu_state[cpu] = CpuState::Halted;
             }
             VcpuExit::TripleFault { rip } => {
                 return Ok(Some(Outcome::TripleFault { vcpu: cpu, rip }))

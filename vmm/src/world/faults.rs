@@ -272,7 +272,7 @@ impl FaultPlan {
         let mut kinds: Vec<SwarmKind> = SwarmKind::ALL
             .iter()
             .copied()
-            .filter(|_| rng.next_u32() % 2 == 0)
+            .filter(|_| rng.next_u32().is_multiple_of(2))
             .collect();
         if kinds.is_empty() || nodes.is_empty() {
             kinds = vec![SwarmKind::Loss];
@@ -336,7 +336,7 @@ impl SwarmKind {
         let some = |rng: &mut rand_chacha::ChaCha20Rng| {
             let pick: Vec<String> = nodes
                 .iter()
-                .filter(|_| rng.next_u32() % 2 == 0)
+                .filter(|_| rng.next_u32().is_multiple_of(2))
                 .cloned()
                 .collect();
             if pick.is_empty() {
@@ -384,7 +384,7 @@ impl SwarmKind {
             },
             SwarmKind::ClockStep => {
                 let secs = 1 + i64::from(rng.next_u32() % 3600);
-                let sign = if rng.next_u32() % 2 == 0 { 1 } else { -1 };
+                let sign = if rng.next_u32().is_multiple_of(2) { 1 } else { -1 };
                 Fault::ClockStep {
                     node: one(rng),
                     delta: Span::from_secs(sign * secs),

@@ -866,3 +866,6 @@ fn window_of(fault: &Fault) -> Window {
         _ => Window::Loss,
     }
 }
+
+#[cfg(test)]
+mod tests;
