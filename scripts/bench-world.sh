@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release -p explorer --test world_linux world_benchmark -- --ignored --nocapture --test-threads 1 2>&1 \
-  | grep -E '^(idle|TCP)'
+  | grep -oE '(idle 3-VM|TCP transfer).*'

@@ -237,39 +237,52 @@ struct Phase {
     start: VirtualTime,
 }
 
-/// Runs in 100 ms steps, measuring from the moment all of `who` printed `marker`.
-fn run_measuring(mut w: World, marker: &str, who: &[&str]) -> (Run, Phase) {
-    let start = Instant::now();
+/// Runs in `step`s of virtual time, measuring from the step in which all of `who`
+/// printed `start` to the step in which they printed `end` (or to the end of the run).
+fn run_measuring(
+    mut w: World,
+    step: u64,
+    (start, end): (&str, Option<&str>),
+    who: &[&str],
+) -> (Run, Phase) {
+    let wall_start = Instant::now();
     let mut events: Vec<WorldEvent> = Vec::new();
     let mut t = VirtualTime::ZERO;
     let mut from: Option<(Instant, VirtualTime)> = None;
+    let mut to: Option<(Instant, VirtualTime)> = None;
     let outcome = loop {
-        t = t.saturating_add(100_000_000);
+        t = t.saturating_add(step);
         let outcome = w.run_until(t, &mut |e| events.push(e)).expect("run");
-        let marked = |n: &str| {
-            events.iter().any(|e| {
-                e.node == n
-                    && matches!(&e.kind, EventKind::Console { line } if line.starts_with(marker))
+        let marked = |marker: &str| {
+            who.iter().all(|n| {
+                events.iter().any(|e| {
+                    e.node == *n
+                        && matches!(&e.kind, EventKind::Console { line } if line.starts_with(marker))
+                })
             })
         };
-        if from.is_none() && who.iter().all(|n| marked(n)) {
+        if from.is_none() && marked(start) {
             from = Some((Instant::now(), w.now()));
+        }
+        if to.is_none() && end.is_some_and(marked) {
+            to = Some((Instant::now(), w.now()));
         }
         if outcome == WorldOutcome::AllStopped || t >= LIMIT {
             break outcome;
         }
     };
-    let (wall0, virt0) = from.expect("every node printed the marker");
+    let (wall0, virt0) = from.expect("every node printed the start marker");
+    let (wall1, virt1) = to.unwrap_or((Instant::now(), w.now()));
     let phase = Phase {
-        wall: wall0.elapsed(),
-        virt: w.now().saturating_sub(virt0),
+        wall: wall1 - wall0,
+        virt: virt1.saturating_sub(virt0),
         start: virt0,
     };
     let run = Run {
         events,
         outcome,
         end: w.now(),
-        wall: start.elapsed(),
+        wall: wall_start.elapsed(),
         trace: w.trace_value(),
     };
     (run, phase)
@@ -279,7 +292,7 @@ fn run_measuring(mut w: World, marker: &str, who: &[&str]) -> (Run, Phase) {
 fn idle_world_covers_a_minute_of_virtual_time_quickly() {
     let body = "echo SLEEP-START\nsleep 60\necho SLEPT";
     let w = world(1, [body; 3], NetworkConfig::default(), FaultPlan::default());
-    let (r, idle) = run_measuring(w, "SLEEP-START", &NAMES);
+    let (r, idle) = run_measuring(w, 100_000_000, ("SLEEP-START", None), &NAMES);
     let text = all_consoles(&r);
     assert_eq!(r.outcome, WorldOutcome::AllStopped, "{text}");
     for n in NAMES {
@@ -597,7 +610,7 @@ fn same_seed_same_trace_and_events_other_seed_other_faults() {
 fn world_benchmark() {
     let body = "echo SLEEP-START\nsleep 60\necho SLEPT";
     let w = world(1, [body; 3], NetworkConfig::default(), FaultPlan::default());
-    let (r, idle) = run_measuring(w, "SLEEP-START", &NAMES);
+    let (r, idle) = run_measuring(w, 100_000_000, ("SLEEP-START", None), &NAMES);
     assert_eq!(r.outcome, WorldOutcome::AllStopped);
     println!(
         "idle 3-VM world (sleep 60 in each): {:.3} s virtual in {:.3} s wall = {:.0}x real time \
@@ -616,7 +629,7 @@ fn world_benchmark() {
         NetworkConfig::default(),
         FaultPlan::default(),
     );
-    let (r, phase) = run_measuring(w, "XFER-START", &["b"]);
+    let (r, phase) = run_measuring(w, 1_000_000, ("XFER-START", Some("XFER-DONE")), &["b"]);
     assert_eq!(r.outcome, WorldOutcome::AllStopped);
     let sent = value(&r, "b", "SENT").expect("SENT").to_string();
     assert_eq!(
@@ -625,10 +638,14 @@ fn world_benchmark() {
         "{}",
         all_consoles(&r)
     );
+    let (t0, t1) = (
+        when(&r, "b", "XFER-START").unwrap(),
+        when(&r, "b", "XFER-DONE").unwrap(),
+    );
     let delivered = r
         .events
         .iter()
-        .filter(|e| e.time >= phase.start)
+        .filter(|e| e.time >= t0 && e.time <= t1)
         .filter(|e| {
             matches!(
                 &e.kind,
@@ -639,9 +656,7 @@ fn world_benchmark() {
             )
         })
         .count();
-    let took = when(&r, "b", "XFER-DONE")
-        .unwrap()
-        .saturating_sub(phase.start);
+    let took = t1.saturating_sub(t0);
     println!(
         "TCP transfer of {kib} KiB b -> a (busybox nc): {delivered} frames delivered, \
          {:.3} s wall = {:.1} us wall per frame, {:.1} MiB/s wall; {:.3} s virtual = {:.1} MiB/s virtual",

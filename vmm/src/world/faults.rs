@@ -384,7 +384,11 @@ impl SwarmKind {
             },
             SwarmKind::ClockStep => {
                 let secs = 1 + i64::from(rng.next_u32() % 3600);
-                let sign = if rng.next_u32().is_multiple_of(2) { 1 } else { -1 };
+                let sign = if rng.next_u32().is_multiple_of(2) {
+                    1
+                } else {
+                    -1
+                };
                 Fault::ClockStep {
                     node: one(rng),
                     delta: Span::from_secs(sign * secs),
