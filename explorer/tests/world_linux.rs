@@ -233,8 +233,6 @@ ping -c 3 -W 2 10.0.0.1 | grep transmitted | sed 's/^/PING-A /'
 struct Phase {
     wall: Duration,
     virt: u64,
-    /// Virtual time when the phase started.
-    start: VirtualTime,
 }
 
 /// Runs in `step`s of virtual time, measuring from the step in which all of `who`
@@ -276,7 +274,6 @@ fn run_measuring(
     let phase = Phase {
         wall: wall1 - wall0,
         virt: virt1.saturating_sub(virt0),
-        start: virt0,
     };
     let run = Run {
         events,
