@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the guest agent as a static binary and packs it, stripped, as /init in an
-# initramfs next to static busybox (/bin/busybox with its applet links), reproducibly
-# (images/guest-probe/build-busybox-initramfs.sh does the packing; its cache is keyed by
-# the hash of the stripped agent, that script and busybox). Prints the initramfs path.
+# Builds the guest agent as a static binary and packs it, stripped, as /init: the only
+# file of the initramfs (the agent creates the folders it mounts on; the service's
+# userland comes from its image). Reproducible (fixed mtime, root-owned) and cached by
+# the hash of the stripped agent and this script. Prints the initramfs path.
 #
 #   guest-agent/build-initramfs.sh
 #
@@ -23,4 +23,18 @@ fi
 stripped=$target_dir/guest-agent.init
 strip -o "$stripped.tmp.$$" "$bin"
 mv "$stripped.tmp.$$" "$stripped"
-exec "$repo/images/guest-probe/build-busybox-initramfs.sh" "$stripped"
+cache=${DETVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/detvm}
+hash=$(cat "$stripped" "$here/build-initramfs.sh" | sha256sum | cut -c1-16)
+out=$cache/guest-agent/$hash
+mkdir -p "$out"
+exec 9>"$out/.lock"; flock 9
+if [ -f "$out/initramfs.cpio" ]; then echo "$out/initramfs.cpio"; exit 0; fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/root"
+cp "$stripped" "$tmp/root/init"
+chmod 0755 "$tmp/root" "$tmp/root/init"
+touch -h -d @0 "$tmp/root/init"
+(cd "$tmp/root" && echo init | cpio --quiet -o -H newc --reproducible --owner=0:0 \
+  > "$tmp/initramfs.cpio")
+mv "$tmp/initramfs.cpio" "$out/initramfs.cpio"
+echo "$out/initramfs.cpio"

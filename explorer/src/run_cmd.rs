@@ -110,7 +110,9 @@ fn interrupt_flag() -> Arc<AtomicBool> {
             if f.swap(true, Ordering::SeqCst) {
                 std::process::exit(i32::from(exit::INTERRUPTED));
             }
-            eprintln!("\ndetvm: interrupting; the run is kept as interrupted (Ctrl-C again to quit now)");
+            eprintln!(
+                "\ndetvm: interrupting; the run is kept as interrupted (Ctrl-C again to quit now)"
+            );
         });
         flag
     })
@@ -137,7 +139,10 @@ pub fn check(args: CheckArgs) -> ExitCode {
 pub fn list() -> ExitCode {
     match RunStore::open(&home()).and_then(|s| s.runs()) {
         Ok(runs) => {
-            println!("{:<12}  {:<20}  {:>6}  {:<16}  COMPOSE", "RUN", "STATUS", "SEED", "TRACE");
+            println!(
+                "{:<12}  {:<20}  {:>6}  {:<16}  COMPOSE",
+                "RUN", "STATUS", "SEED", "TRACE"
+            );
             for r in runs {
                 println!(
                     "{:<12}  {:<20}  {:>6}  {:<16}  {}",

@@ -1,15 +1,23 @@
-//! detvm's guest agent: PID 1 in every detvm guest. It mounts /dev, /proc and /sys,
-//! opens the virtio console (/dev/hvc0) and says `Hello`, runs the command given by
-//! `detvm.run=` on the kernel command line (see `detvm_protocol::run_arg`) with its
-//! output forwarded line by line, reports how it ended, and powers the machine off.
-//! Every failure becomes an `Error` message followed by power-off; PID 1 never exits.
+//! detvm's guest agent: PID 1 in every detvm guest. It mounts its file systems, says
+//! `Hello` on the virtio console (/dev/hvc0), sets the hostname and network from the
+//! kernel command line (`detvm_protocol::boot_params`), mounts the container root (the
+//! image's squashfs on /dev/vda under a tmpfs overlay), then serves the host: `Start`
+//! runs the service, `Exec` and `ReadFile` reach into the container, `PowerOff` ends.
+//! Failures become `Error` messages and the agent stays up; PID 1 never exits.
 
+mod agent;
 mod console;
-mod service;
+mod files;
+mod lines;
+mod net;
+mod process;
+mod rootfs;
+mod sdk;
 mod sys;
+mod user;
 
+use detvm_protocol::boot_params::BootParams;
 use detvm_protocol::message::{AgentMessage, PROTOCOL_VERSION};
-use detvm_protocol::run_arg;
 
 use console::Console;
 
@@ -20,43 +28,69 @@ fn fatal(message: &str) -> ! {
     sys::power_off()
 }
 
-fn command() -> Result<Vec<Vec<u8>>, String> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline")
-        .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
-    let value = run_arg::find(&cmdline)
-        .ok_or_else(|| format!("no {} on the kernel command line", run_arg::PARAM))?;
-    run_arg::decode(value)
+/// Hostname and network from the kernel command line; returns the hostname.
+fn configure_from_cmdline(errors: &mut Vec<String>) -> String {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let params = BootParams::parse(&cmdline).unwrap_or_else(|e| {
+        errors.push(format!("kernel command line: {e}"));
+        BootParams::default()
+    });
+    let hostname = params.hostname.clone().unwrap_or_else(|| "detvm".into());
+    if let Err(e) = sys::sethostname(&hostname) {
+        errors.push(format!("cannot set the hostname {hostname:?}: {e}"));
+    }
+    if let Err(e) = net::configure(&params) {
+        errors.push(format!(
+            "network setup: {e} (is a virtio-net device attached?)"
+        ));
+    }
+    hostname
 }
 
 fn main() {
     std::panic::set_hook(Box::new(|info| fatal(&format!("panic: {info}"))));
-    for (fstype, target) in [("devtmpfs", "/dev"), ("proc", "/proc"), ("sysfs", "/sys")] {
-        if let Err(e) = sys::mount(fstype, target) {
-            fatal(&format!("cannot mount {fstype} on {target}: {e}"));
-        }
+    let mut errors = Vec::new();
+    if let Err(e) = sys::mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755") {
+        fatal(&format!("{e}"));
     }
-    let (mut console, mut host_in) = match Console::open(console::DEVICE) {
+    sys::ensure_std_fds();
+    if let Err(e) = rootfs::mount_agent_fs() {
+        errors.push(format!("agent file systems: {e}"));
+    }
+    let (console, host_in) = match Console::open(console::DEVICE) {
         Ok(c) => c,
         Err(e) => fatal(&format!("cannot open {}: {e}", console::DEVICE)),
     };
+    let mut console = console;
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let result = console
-        .send(&hello)
-        .map_err(|e| format!("console: {e}"))
-        .and_then(|()| command())
-        .and_then(|argv| service::run(&argv, &mut console, &mut host_in));
-    let last = match result {
-        Ok(service::End::Exited { code, signal }) => Some(AgentMessage::Exited { code, signal }),
-        Ok(service::End::PowerOffRequested) => None,
-        Err(message) => Some(AgentMessage::Error { message }),
+    if let Err(e) = console.send(&hello) {
+        fatal(&format!("console: {e}"));
+    }
+    let sigchld = match sys::sigchld_fd() {
+        Ok(fd) => fd,
+        Err(e) => fatal(&format!("signalfd: {e}")),
     };
-    if let Some(m) = last {
-        if let Err(e) = console.send(&m) {
-            eprintln!("detvm guest-agent: cannot send {m:?}: {e}");
+    let hostname = configure_from_cmdline(&mut errors);
+    let root_error = rootfs::mount_container_root().err();
+    errors.extend(root_error.clone());
+    let sdk = if root_error.is_none() {
+        sdk::SdkWatch::new()
+            .map_err(|e| errors.push(format!("cannot watch the SDK output folder: {e}")))
+            .ok()
+    } else {
+        None
+    };
+    for message in errors {
+        if let Err(e) = console.send(&AgentMessage::Error { message }) {
+            fatal(&format!("console: {e}"));
         }
+    }
+    let mut agent = agent::Agent::new(console, host_in, sigchld, sdk, root_error, hostname);
+    if let Err(e) = agent.run() {
+        eprintln!("detvm guest-agent: console: {e}");
     }
     sys::power_off()
 }

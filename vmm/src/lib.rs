@@ -1,4 +1,5 @@
-//! detvm's VMM: one VM (guest memory, vCPUs on a CPU backend, devices) and, later, the World.
+//! detvm's VMM: one VM (guest memory, vCPUs on a CPU backend, devices) and the World
+//! (many VMs on one virtual timeline, a deterministic network, faults).
 //!
 //! The determinism rule (DESIGN.md): the VMM changes anything a guest can observe only at
 //! guest-initiated exits, in an order that depends only on the seed and on what the guests did.
@@ -15,3 +16,4 @@ pub mod memory;
 pub mod seed;
 pub mod trace;
 pub mod vcpu;
+pub mod world;

@@ -147,9 +147,17 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(config: &VmConfig) -> Result<Vm, VmError> {
+        let virtio = VirtioDevices::from_config(config.seed, &config.devices)?;
+        Self::boot_with_devices(config, virtio)
+    }
+
+    /// Boots Linux with devices built by the caller instead of from `config.devices`
+    /// (the World's restart after a kill: fresh devices whose disks keep their
+    /// contents, see [`VirtioDevices::power_cycled`]). `virtio` must match
+    /// `config.devices`; the kernel command line describes `virtio` as given.
+    pub fn boot_with_devices(config: &VmConfig, virtio: VirtioDevices) -> Result<Vm, VmError> {
         check_vcpu_count(config)?;
         let ram = GuestRam::new(config.memory)?;
-        let virtio = VirtioDevices::from_config(config.seed, &config.devices)?;
         let cmdline = format!(
             "{BASE_CMDLINE} {} {}",
             virtio.cmdline_fragment(),
@@ -237,6 +245,58 @@ impl Vm {
 
     pub fn now(&self) -> VirtualTime {
         self.now
+    }
+
+    /// When this VM can next execute an instruction, for a scheduler of many VMs (the
+    /// World): `now` if a vCPU can run, the next timer deadline if every vCPU is halted,
+    /// `None` if only host input (a frame, console bytes) can wake it, or nothing can
+    /// ([`Vm::halted_for_good`]).
+    ///
+    /// First delivers pending host input, exactly as the next [`Vm::run`] would at this
+    /// same instant, so a frame just pushed counts as a wake-up now.
+    pub fn next_wake(&mut self) -> Option<VirtualTime> {
+        self.platform.advance(self.now);
+        self.poll_virtio();
+        let runnable = (0..self.vcpus.len()).any(|cpu| match self.cpu_state[cpu] {
+            CpuState::Running => true,
+            CpuState::Halted => {
+                self.platform.pending_interrupt(cpu) && self.vcpus[cpu].interruptible()
+            }
+            CpuState::WaitForSipi => false,
+        });
+        // A queued INIT or SIPI is handled at the top of the next run.
+        if runnable || self.platform.has_cpu_requests() {
+            return Some(self.now);
+        }
+        if self.halted_for_good() {
+            return None; // timers may still tick, but none can wake it
+        }
+        self.platform.next_deadline(self.now)
+    }
+
+    /// True once every vCPU halted with interrupts off (Linux's final "System halted"):
+    /// unlike an idle guest, nothing can wake it.
+    pub fn halted_for_good(&self) -> bool {
+        (0..self.vcpus.len())
+            .all(|cpu| self.cpu_state[cpu] != CpuState::Running && !self.vcpus[cpu].interruptible())
+    }
+
+    /// Moves virtual time forward to `t` without running any vCPU, as if the host had
+    /// stopped the VM meanwhile (a paused VM resuming, or an idle VM waiting for
+    /// input): timers that fell due fire late, at the next [`Vm::run`]. Earlier `t`
+    /// does nothing.
+    pub fn skip_to(&mut self, t: VirtualTime) {
+        if t > self.now {
+            self.now = t;
+            self.record(DecisionKind::Wake, 0, 0, t.as_nanos());
+        }
+    }
+
+    /// Steps the wall clock the VM's RTC shows by `delta_ns` (a clock-step fault);
+    /// monotonic time sources (LAPIC, HPET, PIT, TSC) keep following virtual time.
+    pub fn step_wall_clock(&mut self, delta_ns: i64) {
+        self.platform.step_wall_clock(delta_ns);
+        self.record(DecisionKind::Stop, 0, 0, delta_ns as u64);
     }
 
     pub fn trace(&self) -> &TraceHash {
@@ -372,11 +432,11 @@ impl Vm {
                 self.stats.halts += 1;
                 let rip = self.vcpus[cpu].regs().map(|r| r.rip).unwrap_or(0);
                 self.record(DecisionKind::Halt, cpu, rip, 0);
+                self.cpu_state[cpu] = CpuState::Halted;
                 // HLT with interrupts off never wakes (Linux's final halt).
                 if !self.vcpus[cpu].interruptible() && self.all_others_stopped(cpu) {
                     return Ok(Some(Outcome::Halted));
                 }
-                self.cpu_state[cpu] = CpuState::Halted;
             }
             VcpuExit::TripleFault { rip } => {
                 return Ok(Some(Outcome::TripleFault { vcpu: cpu, rip }))

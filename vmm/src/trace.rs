@@ -29,6 +29,13 @@ pub enum DecisionKind {
     Budget,
     Wake,
     Stop,
+    // World decisions (`vcpu` holds the node index): a VM ran to a time, a frame was
+    // delivered or dropped, a fault applied, a node changed state.
+    WorldRun,
+    WorldDeliver,
+    WorldDrop,
+    WorldFault,
+    WorldState,
 }
 
 /// A checkpoint: the hash after `decisions` decisions, with the last one's moment.

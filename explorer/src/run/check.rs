@@ -43,7 +43,8 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
         if result.exit == exit::INTERRUPTED {
             return Ok(exit::INTERRUPTED);
         }
-        let store = RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
+        let store =
+            RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
         let events = store
             .events(&result.report.run, 0, u64::MAX)
             .map_err(|e| RunError::Infrastructure(e.to_string()))?;
@@ -61,14 +62,19 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
                 if diff.is_some() || *first_trace != trace {
                     println!(
                         "NOT DETERMINISTIC: runs {first_id} and {id} differ: {}",
-                        diff.unwrap_or_else(|| format!("trace {first_trace} vs {trace} with equal events"))
+                        diff.unwrap_or_else(|| format!(
+                            "trace {first_trace} vs {trace} with equal events"
+                        ))
                     );
                     return Ok(exit::NOT_DETERMINISTIC);
                 }
             }
         }
     }
-    println!("deterministic: {} runs, one trace hash and one event stream", runs.max(2));
+    println!(
+        "deterministic: {} runs, one trace hash and one event stream",
+        runs.max(2)
+    );
     Ok(exit::PASSED)
 }
 

@@ -105,15 +105,20 @@ pub fn repo_root() -> PathBuf {
 fn load_compose(opts: &RunOptions) -> Result<Compose, RunError> {
     let dir = opts.compose.parent().unwrap_or(Path::new("."));
     let mut vars = match dir.join(".env") {
-        p if p.is_file() => compose::load_env_file(&p).map_err(|e| RunError::Input(e.to_string()))?,
+        p if p.is_file() => {
+            compose::load_env_file(&p).map_err(|e| RunError::Input(e.to_string()))?
+        }
         _ => Vec::new(),
     };
     vars.extend(opts.vars.iter().cloned());
     let text = std::fs::read_to_string(&opts.compose).map_err(|e| {
-        RunError::Input(format!("{}: cannot read the compose file: {e}", opts.compose.display()))
+        RunError::Input(format!(
+            "{}: cannot read the compose file: {e}",
+            opts.compose.display()
+        ))
     })?;
-    let compose = compose::parse(&opts.compose, &text, &vars)
-        .map_err(|e| RunError::Input(e.to_string()))?;
+    let compose =
+        compose::parse(&opts.compose, &text, &vars).map_err(|e| RunError::Input(e.to_string()))?;
     for w in &compose.warnings {
         eprintln!("warning: {w}");
     }
@@ -133,7 +138,11 @@ fn fault_plan(
         let text = std::fs::read_to_string(path)
             .map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?;
         serde_saphyr::from_str::<FaultPlan>(&text).map_err(|e| {
-            RunError::Input(format!("{}: {}", path.display(), e.to_string().lines().next().unwrap_or("")))
+            RunError::Input(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().lines().next().unwrap_or("")
+            ))
         })?
     } else if let Some(value) = &compose.settings.faults {
         serde_json::from_value(value.clone()).map_err(|e| {
@@ -180,7 +189,10 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         .duration
         .or(compose.settings.duration)
         .unwrap_or(DEFAULT_DURATION);
-    let epoch = opts.epoch.or(compose.settings.epoch).unwrap_or(DEFAULT_EPOCH);
+    let epoch = opts
+        .epoch
+        .or(compose.settings.epoch)
+        .unwrap_or(DEFAULT_EPOCH);
     let plan = fault_plan(opts, &compose, seed, duration)?;
 
     let image_store = detvm_images::Store::open(opts.home.join("images"))
@@ -189,7 +201,14 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     let (kernel, initrd) = setup::guest_files(&repo_root())?;
     let plan_text = plan.to_string();
     let world_plan = setup::world_config(
-        &compose, images, &kernel, &initrd, opts.backend, seed, epoch, plan,
+        &compose,
+        images,
+        &kernel,
+        &initrd,
+        opts.backend,
+        seed,
+        epoch,
+        plan,
     )?;
 
     let reproduce = reproduce_command(opts, seed, duration, epoch);
@@ -198,7 +217,10 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     let run_id = store
         .create_run(&opts.compose.display().to_string(), seed, &reproduce)
         .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-    eprintln!("detvm: run {run_id}, seed {seed}, {} of virtual time", humantime::format_duration(duration));
+    eprintln!(
+        "detvm: run {run_id}, seed {seed}, {} of virtual time",
+        humantime::format_duration(duration)
+    );
     eprintln!("detvm: fault plan:\n{plan_text}");
     let run_dir = store.run_dir(&run_id);
 
@@ -244,7 +266,11 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         .map_err(|e| RunError::Infrastructure(e.to_string()))?;
     let properties = sup.book.properties();
     let (status, message, exit_code) = match ending {
-        Err(m) => (RunStatus::InfrastructureError, Some(m), exit::INFRASTRUCTURE),
+        Err(m) => (
+            RunStatus::InfrastructureError,
+            Some(m),
+            exit::INFRASTRUCTURE,
+        ),
         Ok(Ending::Interrupted) => (
             RunStatus::Interrupted,
             Some("interrupted (Ctrl-C)".to_string()),
@@ -264,7 +290,14 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         }
     };
     store
-        .finish_run(&run_id, status, &properties, vtime_end, &trace, message.as_deref())
+        .finish_run(
+            &run_id,
+            status,
+            &properties,
+            vtime_end,
+            &trace,
+            message.as_deref(),
+        )
         .map_err(|e| RunError::Infrastructure(e.to_string()))?;
     let report = RunReport {
         run: run_id,

@@ -23,7 +23,6 @@ use crate::compose::{Compose, Service};
 pub struct Prepared {
     pub service: Service,
     pub spec: ServiceSpec,
-    pub ip: Ipv4Addr,
 }
 
 /// Addresses on detvm's one flat network: 10.0.0.2, 10.0.0.3, … in service order.
@@ -173,7 +172,11 @@ pub fn world_config(
         let overrides = Overrides {
             entrypoint: s.entrypoint.clone(),
             command: s.command.clone(),
-            environment: s.environment.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            environment: s
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             working_dir: s.working_dir.clone(),
             user: s.user.clone(),
         };
@@ -216,7 +219,6 @@ pub fn world_config(
         services.push(Prepared {
             service: s.clone(),
             spec,
-            ip,
         });
     }
     Ok(WorldPlan {

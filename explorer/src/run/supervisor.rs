@@ -32,9 +32,17 @@ pub const DETERMINISTIC: &str = "detvm: no forced non-deterministic preemption";
 /// Why an exec was sent.
 #[derive(Debug, Clone)]
 enum Purpose {
-    Health { service: usize },
-    Discover { service: usize, listing: String },
-    Command { composer_id: u64, command: TestCommand },
+    Health {
+        service: usize,
+    },
+    Discover {
+        service: usize,
+        listing: String,
+    },
+    Command {
+        composer_id: u64,
+        command: TestCommand,
+    },
 }
 
 /// How the run ended, before properties are judged.
@@ -76,9 +84,15 @@ impl<'a> Supervisor<'a> {
         interrupt: &'a AtomicBool,
     ) -> Self {
         let mut book = PropertyBook::new();
-        book.declare_builtin(SETUP, "setup completed: services started and healthy, first_ commands passed");
+        book.declare_builtin(
+            SETUP,
+            "setup completed: services started and healthy, first_ commands passed",
+        );
         book.declare_builtin(CRASH, "no service crashed unexpectedly");
-        book.declare_builtin(DETERMINISTIC, "no forced non-deterministic preemption (kvm watchdog)");
+        book.declare_builtin(
+            DETERMINISTIC,
+            "no forced non-deterministic preemption (kvm watchdog)",
+        );
         Supervisor {
             world,
             services,
@@ -183,9 +197,7 @@ impl<'a> Supervisor<'a> {
                         Some(format!("VM triple-faulted (vCPU {vcpu}, RIP {rip:#x})"))
                     }
                     NodeChange::Halted => Some("VM halted".to_string()),
-                    NodeChange::PoweredOff if !self.stopping => {
-                        Some("VM powered off".to_string())
-                    }
+                    NodeChange::PoweredOff if !self.stopping => Some("VM powered off".to_string()),
                     _ => None,
                 };
                 if let Some(reason) = bad {
@@ -231,7 +243,7 @@ impl<'a> Supervisor<'a> {
                     self.services[i].life = Life::Failed(message);
                 }
             }
-            AgentMessage::Sdk { line } => match parse_sdk_line(&line) {
+            AgentMessage::Sdk { line, .. } => match parse_sdk_line(&line) {
                 Ok(SdkLine::Assert(a)) => self.book.record(&a, &name, now),
                 Ok(SdkLine::SetupComplete { .. }) => {}
                 Ok(_) => {}
@@ -287,12 +299,14 @@ impl<'a> Supervisor<'a> {
                 }
                 let label = format!("{}/{}", command.template, command.name());
                 let id = format!("detvm: test command {label} succeeds");
-                self.book.declare_builtin(&id, &format!("test command {label} succeeds"));
+                self.book
+                    .declare_builtin(&id, &format!("test command {label} succeeds"));
                 if !ok {
                     let reason = format!("{label} on {} failed: {}", command.service, how());
                     self.book.fail_builtin(&id, &command.service, now, &reason);
                     if command.kind == Kind::First {
-                        self.book.fail_builtin(SETUP, &command.service, now, &reason);
+                        self.book
+                            .fail_builtin(SETUP, &command.service, now, &reason);
                     }
                 }
             }
@@ -306,7 +320,11 @@ impl<'a> Supervisor<'a> {
             s.next_health_at = None;
             return;
         }
-        let h = s.service.healthcheck.clone().expect("health exec has a check");
+        let h = s
+            .service
+            .healthcheck
+            .clone()
+            .expect("health exec has a check");
         let in_start_period = s
             .started_at
             .is_some_and(|t| now < t + h.start_period.as_nanos() as u64);
@@ -354,7 +372,9 @@ impl<'a> Supervisor<'a> {
     fn health_checks(&mut self, now: u64) {
         for i in 0..self.services.len() {
             let s = &self.services[i];
-            let Some(h) = s.healthcheck().cloned() else { continue };
+            let Some(h) = s.healthcheck().cloned() else {
+                continue;
+            };
             if s.life != Life::Running || s.healthy {
                 continue;
             }
@@ -380,8 +400,14 @@ impl<'a> Supervisor<'a> {
             .iter()
             .find(|s| matches!(s.life, Life::Failed(_)))
         {
-            let Life::Failed(why) = &s.life else { unreachable!() };
-            return Some(self.setup_failed(now, s.name().to_string(), format!("`{}` could not start: {why}", s.name())));
+            let Life::Failed(why) = &s.life else {
+                unreachable!()
+            };
+            return Some(self.setup_failed(
+                now,
+                s.name().to_string(),
+                format!("`{}` could not start: {why}", s.name()),
+            ));
         }
         if let Some(why) = blocked(&self.services) {
             return Some(self.setup_failed(now, "world".into(), why));
@@ -405,7 +431,11 @@ impl<'a> Supervisor<'a> {
                 .filter(|s| !s.up() && !matches!(s.life, Life::Exited { .. }))
                 .map(|s| format!("{} ({:?})", s.name(), s.life))
                 .collect();
-            let why = format!("setup did not finish within {}s of virtual time; waiting for: {}", SETUP_LIMIT_NS / 1_000_000_000, waiting.join(", "));
+            let why = format!(
+                "setup did not finish within {}s of virtual time; waiting for: {}",
+                SETUP_LIMIT_NS / 1_000_000_000,
+                waiting.join(", ")
+            );
             return Some(self.setup_failed(now, "world".into(), why));
         }
         let all_up = self
@@ -420,7 +450,14 @@ impl<'a> Supervisor<'a> {
             for i in 0..self.services.len() {
                 if self.services[i].life == Life::Running {
                     let argv = vec!["/bin/sh".into(), "-c".into(), script.clone()];
-                    self.send_exec(i, argv, Purpose::Discover { service: i, listing: String::new() });
+                    self.send_exec(
+                        i,
+                        argv,
+                        Purpose::Discover {
+                            service: i,
+                            listing: String::new(),
+                        },
+                    );
                 }
             }
         }
@@ -477,14 +514,23 @@ impl<'a> Supervisor<'a> {
         for action in actions {
             match action {
                 Action::Start { id, command } => {
-                    let Some(service) = self.index_of(&command.service) else { continue };
+                    let Some(service) = self.index_of(&command.service) else {
+                        continue;
+                    };
                     let argv = vec![command.path.clone()];
-                    self.send_exec(service, argv, Purpose::Command { composer_id: id, command });
+                    self.send_exec(
+                        service,
+                        argv,
+                        Purpose::Command {
+                            composer_id: id,
+                            command,
+                        },
+                    );
                 }
                 Action::StopFaults => {
                     if !self.faults_stopped {
                         self.faults_stopped = true;
-                        self.world.stop_faults();
+                        self.world.stop_faults().map_err(|e| e.to_string())?;
                     }
                 }
                 Action::Done => return Ok(Some(Ending::Finished)),

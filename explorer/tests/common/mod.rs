@@ -83,3 +83,5 @@ pub fn busybox_initramfs(init_script: &str) -> PathBuf {
     let stdout = String::from_utf8(out.stdout).unwrap();
     PathBuf::from(stdout.lines().last().expect("script printed a path").trim())
 }
+
+pub mod agent;

@@ -184,6 +184,15 @@ impl Platform {
         self.rtc.set_cmos_byte(index, value);
     }
 
+    pub fn has_cpu_requests(&self) -> bool {
+        !self.cpu_requests.is_empty()
+    }
+
+    /// Steps the RTC's wall clock by `delta_ns` (the World's clock-step fault).
+    pub fn step_wall_clock(&mut self, delta_ns: i64) {
+        self.rtc.step(delta_ns);
+    }
+
     pub fn take_cpu_requests(&mut self) -> Vec<(usize, CpuRequest)> {
         std::mem::take(&mut self.cpu_requests)
     }

@@ -100,6 +100,14 @@ impl Rtc {
         self.s.flags & self.b() & (C_PF | C_AF | C_UF) != 0
     }
 
+    /// Steps the wall clock by `delta_ns` (either way); virtual time is untouched.
+    pub fn step(&mut self, delta_ns: i64) {
+        let base = i128::from(self.s.offset_secs) * NS + i128::from(self.s.phase_ns);
+        let x = base + i128::from(delta_ns);
+        self.s.offset_secs = i64::try_from(x.div_euclid(NS)).unwrap_or(0);
+        self.s.phase_ns = x.rem_euclid(NS) as i64;
+    }
+
     /// Unix seconds the RTC shows at `now` (ignoring a SET freeze).
     pub fn wall_secs(&self, now: VirtualTime) -> i64 {
         let secs = self.wall_ns(now.0).div_euclid(NS);
@@ -432,6 +440,18 @@ mod tests {
     fn set(r: &mut Rtc, now: VirtualTime, i: u8, v: u8) {
         r.write(now, 0x70, i);
         r.write(now, 0x71, v);
+    }
+
+    #[test]
+    fn step_moves_the_wall_clock_either_way() {
+        let mut r = Rtc::new(EPOCH_2038);
+        let now = VirtualTime(1_500_000_000);
+        r.step(-2_600_000_000);
+        assert_eq!(r.wall_secs(now), EPOCH_2038 - 2);
+        r.step(3_600_000_000_000);
+        assert_eq!(r.wall_secs(now), EPOCH_2038 - 2 + 3600);
+        r.step(-3_597_400_000_000);
+        assert_eq!(r.wall_secs(now), EPOCH_2038 + 1);
     }
 
     #[test]

@@ -406,6 +406,27 @@ impl VirtioDevices {
             })
     }
 
+    /// The devices of the same VM after a power cycle: fresh devices from `configs`
+    /// (queues, console and net buffers empty, as at power-on) whose disks keep the
+    /// contents of the matching old ones. Call [`Self::crash_disks`] first for a power
+    /// cut, which drops the unflushed writes.
+    pub fn power_cycled(
+        &self,
+        seed: u64,
+        configs: &[VirtioDeviceConfig],
+    ) -> Result<Self, RestoreError> {
+        let mut devices = VirtioDevices::new();
+        for (index, fresh) in Self::build(seed, configs)?.into_iter().enumerate() {
+            let old = self.slots.get(index).map(|s| s.transport.device());
+            let device = match (fresh, old) {
+                (AnyDevice::Block(b), Some(AnyDevice::Block(o))) => b.restore(&o.state())?.into(),
+                (fresh, _) => fresh,
+            };
+            devices.add(device)?;
+        }
+        Ok(devices)
+    }
+
     /// The VM crashed: every disk drops its unflushed writes.
     pub fn crash_disks(&mut self) {
         for slot in &mut self.slots {

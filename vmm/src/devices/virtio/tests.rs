@@ -169,3 +169,36 @@ fn state_round_trip_with_the_same_configuration() {
         Err(RestoreError::DeviceKind { .. })
     ));
 }
+
+#[test]
+fn power_cycle_keeps_disk_contents_and_resets_the_rest() {
+    let mut devs = VirtioDevices::from_config(1, &configs()).unwrap();
+    let Some(AnyDevice::Block(disk)) = devs.device(2) else {
+        panic!("device 2 is the disk");
+    };
+    let mut state = disk.state();
+    state.flushed.push((0, vec![1; 512]));
+    state.pending.push((1, vec![2; 512]));
+    let VirtioDeviceConfig::Block(cfg) = &configs()[1] else {
+        unreachable!()
+    };
+    *devs.device_mut(2).unwrap() = Block::open(cfg).unwrap().restore(&state).unwrap().into();
+    devs.console_mut().unwrap().push_input(b"queued");
+    devs.net_mut().unwrap().push_rx_frame(vec![0; 60]);
+
+    devs.crash_disks();
+    let fresh = devs.power_cycled(1, &configs()).unwrap();
+    let Some(AnyDevice::Block(disk)) = fresh.device(2) else {
+        panic!("device 2 is the disk");
+    };
+    let after = disk.state();
+    assert_eq!(after.flushed, vec![(0, vec![1; 512])]);
+    assert!(
+        after.pending.is_empty(),
+        "a power cut drops unflushed writes"
+    );
+    let mut fresh = fresh;
+    assert_eq!(fresh.console_mut().unwrap().pending_input(), 0);
+    assert_eq!(fresh.net_mut().unwrap().pending_rx(), 0);
+    assert_eq!(fresh.cmdline_fragment(), devs.cmdline_fragment());
+}

@@ -1,0 +1,174 @@
+//! One VM of the World: its configuration (kept for restarts), the running `Vm`, its
+//! state, its clock map, and the decoders that turn its console bytes into events.
+
+use detvm_protocol::frame::Decoder;
+use detvm_protocol::message::{bounded_line, decode_agent};
+use serde::{Deserialize, Serialize};
+
+use super::clock_map::ClockMap;
+use super::events::{EventKind, WorldEvent};
+use crate::clock::VirtualTime;
+use crate::devices::virtio::{VirtioDeviceConfig, VirtioDevices};
+use crate::machine::{Vm, VmConfig, VmError};
+use crate::seed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Running,
+    /// Not scheduled; frames to it wait in its NIC's receive queue.
+    Paused,
+    /// Powered off by a kill fault; a restart boots it again.
+    Killed,
+    /// The guest powered off, halted for good or triple-faulted.
+    Stopped,
+}
+
+/// The MAC of node `index`: 52:54:00:00:00:NN with NN = index + 1.
+pub fn node_mac(index: usize) -> [u8; 6] {
+    [
+        0x52,
+        0x54,
+        0,
+        0,
+        (((index + 1) >> 8) & 0xff) as u8,
+        ((index + 1) & 0xff) as u8,
+    ]
+}
+
+pub(super) struct Node {
+    pub name: String,
+    pub config: VmConfig,
+    pub vm: Option<Vm>,
+    pub state: NodeState,
+    pub clock: ClockMap,
+    /// Boots so far (the first is 0); each boot has its own seed.
+    pub boots: u32,
+    /// Devices kept across a kill for the next boot (disks with their flushed data).
+    pub carried: Option<VirtioDevices>,
+    /// Trace hashes of earlier boots, in order.
+    pub past_traces: Vec<u64>,
+    serial_line: Vec<u8>,
+    agent: Decoder,
+}
+
+impl Node {
+    pub fn new(index: usize, name: String, mut config: VmConfig) -> Self {
+        let mac = node_mac(index);
+        match config
+            .devices
+            .iter_mut()
+            .find(|d| matches!(d, VirtioDeviceConfig::Net { .. }))
+        {
+            Some(VirtioDeviceConfig::Net { mac: m }) => *m = mac,
+            _ => config.devices.push(VirtioDeviceConfig::Net { mac }),
+        }
+        Node {
+            name,
+            config,
+            vm: None,
+            state: NodeState::Stopped,
+            clock: ClockMap::starting_at(VirtualTime::ZERO),
+            boots: 0,
+            carried: None,
+            past_traces: Vec::new(),
+            serial_line: Vec::new(),
+            agent: Decoder::new(),
+        }
+    }
+
+    /// The VM seed of boot number `boot`, derived from the world seed by name.
+    pub fn boot_seed(world_seed: u64, name: &str, boot: u32) -> u64 {
+        use rand_chacha::rand_core::Rng;
+        seed::stream(world_seed, &format!("world/node/{name}/boot/{boot}")).next_u64()
+    }
+
+    /// Boots (again) at world time `at`, with the carried devices if any.
+    pub fn boot(&mut self, world_seed: u64, at: VirtualTime) -> Result<(), VmError> {
+        let mut config = self.config.clone();
+        config.seed = Self::boot_seed(world_seed, &self.name, self.boots);
+        let vm = match self.carried.take() {
+            Some(devices) => Vm::boot_with_devices(&config, devices)?,
+            None => Vm::boot(&config)?,
+        };
+        let ppm = self.clock.ppm();
+        self.clock = ClockMap::starting_at(at);
+        self.clock.rebase(at, ppm);
+        self.vm = Some(vm);
+        self.state = NodeState::Running;
+        self.agent = Decoder::new();
+        Ok(())
+    }
+
+    /// Takes the VM down: a power cut (`crash`: unflushed disk writes are lost) or a
+    /// clean stop. Its devices are kept for the next boot.
+    pub fn take_down(&mut self, world_seed: u64, crash: bool) -> Result<(), String> {
+        if let Some(mut vm) = self.vm.take() {
+            if crash {
+                vm.virtio().crash_disks();
+            }
+            self.boots += 1;
+            let seed = Self::boot_seed(world_seed, &self.name, self.boots);
+            let devices = vm
+                .virtio()
+                .power_cycled(seed, &self.config.devices)
+                .map_err(|e| e.to_string())?;
+            self.carried = Some(devices);
+            self.past_traces.push(vm.trace().value());
+        }
+        Ok(())
+    }
+
+    /// Turns console bytes into events at `time`: serial lines and agent messages.
+    pub fn collect_output(&mut self, time: VirtualTime, serial: &[u8], out: &mut Vec<WorldEvent>) {
+        let event = |kind| WorldEvent {
+            time,
+            node: self.name.clone(),
+            kind,
+        };
+        for &b in serial {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.serial_line);
+                let line = bounded_line(line.strip_suffix(b"\r").unwrap_or(&line));
+                out.push(event(EventKind::Console { line }));
+            } else {
+                self.serial_line.push(b);
+            }
+        }
+        let agent_bytes = self
+            .vm
+            .as_mut()
+            .and_then(|vm| vm.virtio().console_mut())
+            .map(|c| c.take_output())
+            .unwrap_or_default();
+        if agent_bytes.is_empty() {
+            return;
+        }
+        self.agent.push(&agent_bytes);
+        while let Some(frame) = self.agent.next_frame() {
+            let kind = match frame
+                .map_err(|e| e.to_string())
+                .and_then(|payload| decode_agent(&payload).map_err(|e| e.to_string()))
+            {
+                Ok(message) => EventKind::Agent { message },
+                Err(error) => EventKind::AgentUndecodable { error },
+            };
+            out.push(event(kind));
+        }
+    }
+
+    /// Emits a partial last console line (the VM is going down).
+    pub fn flush_line(&mut self, time: VirtualTime, out: &mut Vec<WorldEvent>) {
+        if !self.serial_line.is_empty() {
+            self.collect_output(time, b"\n", out);
+        }
+    }
+
+    /// The combined trace value of every boot so far.
+    pub fn trace_values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.past_traces
+            .iter()
+            .copied()
+            .chain(self.vm.as_ref().map(|vm| vm.trace().value()))
+    }
+}
