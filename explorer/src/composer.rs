@@ -132,6 +132,7 @@ pub struct Composer {
     rng: ChaCha20Rng,
     /// A serial driver waiting for the parallel ones to finish.
     serial_waiting: Option<TestCommand>,
+    offer_anytime: bool,
 }
 
 impl Composer {
@@ -155,6 +156,7 @@ impl Composer {
             max_parallel: max_parallel.max(1),
             rng,
             serial_waiting: None,
+            offer_anytime: true,
         }
     }
 
@@ -208,6 +210,17 @@ impl Composer {
     /// finished, the driver phase ended) and now and then while drivers run, which is
     /// when `anytime_` commands get their chance.
     pub fn poll(&mut self) -> Vec<Action> {
+        self.poll_inner(true)
+    }
+
+    /// [`Composer::poll`] without giving `anytime_` commands a chance this time: the
+    /// runner offers that chance once per virtual second, not at every turn.
+    pub fn poll_without_anytime(&mut self) -> Vec<Action> {
+        self.poll_inner(false)
+    }
+
+    fn poll_inner(&mut self, offer_anytime: bool) -> Vec<Action> {
+        self.offer_anytime = offer_anytime;
         let mut actions = Vec::new();
         loop {
             let phase = self.phase;
@@ -307,6 +320,9 @@ impl Composer {
 
     /// Each `anytime_` command that is not running starts with probability 1/4 per poll.
     fn anytime(&mut self, actions: &mut Vec<Action>) {
+        if !self.offer_anytime {
+            return;
+        }
         for command in self.of_kind(Kind::Anytime) {
             if self.running.values().any(|c| *c == command) {
                 continue;

@@ -36,7 +36,7 @@ pub fn first_difference(a: &[StoredEvent], b: &[StoredEvent]) -> Option<String> 
 
 /// Runs `runs` times; returns the exit code and prints the verdict.
 pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8, RunError> {
-    let mut first: Option<(String, String, Vec<StoredEvent>)> = None;
+    let mut first: Option<(String, String, Vec<StoredEvent>, String)> = None;
     for n in 1..=runs.max(2) {
         eprintln!("detvm check: run {n} of {}", runs.max(2));
         let result = run(opts, interrupt)?;
@@ -50,15 +50,19 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
             .map_err(|e| RunError::Infrastructure(e.to_string()))?;
         let id = result.report.run.clone();
         let trace = result.report.trace_hash.clone();
+        let verdicts = serde_json::to_string(&result.report.properties).expect("serializes");
         println!(
             "run {id}: {} — trace {trace}, {} events",
             result.report.status.as_str(),
             events.len()
         );
         match &first {
-            None => first = Some((id, trace, events)),
-            Some((first_id, first_trace, first_events)) => {
-                let diff = first_difference(first_events, &events);
+            None => first = Some((id, trace, events, verdicts)),
+            Some((first_id, first_trace, first_events, first_verdicts)) => {
+                let diff = first_difference(first_events, &events).or_else(|| {
+                    (*first_verdicts != verdicts)
+                        .then(|| "equal events but different property verdicts".to_string())
+                });
                 if diff.is_some() || *first_trace != trace {
                     println!(
                         "NOT DETERMINISTIC: runs {first_id} and {id} differ: {}",
@@ -72,7 +76,7 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
         }
     }
     println!(
-        "deterministic: {} runs, one trace hash and one event stream",
+        "deterministic: {} runs, one trace hash, one event stream, the same properties",
         runs.max(2)
     );
     Ok(exit::PASSED)

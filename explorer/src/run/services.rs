@@ -33,7 +33,10 @@ pub struct Tracked {
     pub next_health_at: Option<u64>,
     /// The exec id of a health check in flight and when it times out.
     pub health_exec: Option<(u64, u64)>,
+    /// Output of the health check in flight (its last line).
     pub last_health_output: String,
+    /// How the last failed health check failed, for the setup-failure message.
+    pub last_health_failure: String,
 }
 
 impl Tracked {
@@ -48,6 +51,7 @@ impl Tracked {
             next_health_at: None,
             health_exec: None,
             last_health_output: String::new(),
+            last_health_failure: String::new(),
         }
     }
 

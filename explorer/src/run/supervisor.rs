@@ -84,15 +84,9 @@ impl<'a> Supervisor<'a> {
         interrupt: &'a AtomicBool,
     ) -> Self {
         let mut book = PropertyBook::new();
-        book.declare_builtin(
-            SETUP,
-            "setup completed: services started and healthy, first_ commands passed",
-        );
+        book.declare_builtin(SETUP, "setup completed");
         book.declare_builtin(CRASH, "no service crashed unexpectedly");
-        book.declare_builtin(
-            DETERMINISTIC,
-            "no forced non-deterministic preemption (kvm watchdog)",
-        );
+        book.declare_builtin(DETERMINISTIC, "no forced non-deterministic preemption");
         Supervisor {
             world,
             services,
@@ -238,10 +232,8 @@ impl<'a> Supervisor<'a> {
                         .fail_builtin(CRASH, &name, now, &format!("{name} {how}"));
                 }
             }
-            AgentMessage::Error { message } => {
-                if self.services[i].life == Life::Starting {
-                    self.services[i].life = Life::Failed(message);
-                }
+            AgentMessage::Error { message } if self.services[i].life == Life::Starting => {
+                self.services[i].life = Life::Failed(message);
             }
             AgentMessage::Sdk { line, .. } => match parse_sdk_line(&line) {
                 Ok(SdkLine::Assert(a)) => self.book.record(&a, &name, now),
@@ -331,7 +323,8 @@ impl<'a> Supervisor<'a> {
         if !in_start_period {
             s.health_failures += 1;
         }
-        s.last_health_output = format!("{how}; last output: {}", s.last_health_output);
+        s.last_health_failure = format!("{how}; output: {:?}", s.last_health_output);
+        s.last_health_output.clear();
         s.next_health_at = Some(now + interval);
     }
 
@@ -417,10 +410,10 @@ impl<'a> Supervisor<'a> {
                 .is_some_and(|h| s.health_failures > h.retries)
         }) {
             let why = format!(
-                "`{}` never became healthy: {} failed checks ({})",
+                "`{}` never became healthy: {} failed checks (last: {})",
                 s.name(),
                 s.health_failures,
-                s.last_health_output
+                s.last_health_failure
             );
             return Some(self.setup_failed(now, s.name().to_string(), why));
         }
@@ -491,7 +484,7 @@ impl<'a> Supervisor<'a> {
             self.next_anytime = now + ANYTIME_TICK_NS;
             composer.poll()
         } else {
-            composer.poll()
+            composer.poll_without_anytime()
         };
         if !setup_was_done && composer.setup_done() && self.setup_complete_at.is_none() {
             self.setup_complete_at = Some(now);
