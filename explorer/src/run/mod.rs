@@ -197,7 +197,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
 
     let image_store = detvm_images::Store::open(opts.home.join("images"))
         .map_err(|e| RunError::Setup(format!("image store: {e}")))?;
-    let images = setup::resolve_images(&compose, &image_store)?;
+    let images = setup::resolve_images(&compose, &image_store, &opts.home)?;
     let (kernel, initrd) = setup::guest_files(&repo_root())?;
     let plan_text = plan.to_string();
     let world_plan = setup::world_config(

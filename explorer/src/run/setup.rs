@@ -58,6 +58,7 @@ pub fn guest_files(repo: &Path) -> Result<(PathBuf, PathBuf), RunError> {
 pub fn resolve_images(
     compose: &Compose,
     store: &Store,
+    home: &Path,
 ) -> Result<Vec<(PathBuf, ImageRun)>, RunError> {
     let missing = |store: &Store| {
         compose
@@ -74,7 +75,14 @@ pub fn resolve_images(
                 missing(store).join(", "),
                 script.display()
             );
-            let status = Command::new(script)
+            // The script loads into this run's store with this very detvm.
+            let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+            let mut command = Command::new(script);
+            command.env("DETVM_HOME", home);
+            if let Ok(exe) = std::env::current_exe() {
+                command.env("DETVM", exe);
+            }
+            let status = command
                 .status()
                 .map_err(|e| RunError::Setup(format!("cannot run {}: {e}", script.display())))?;
             if !status.success() {
