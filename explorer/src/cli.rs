@@ -25,6 +25,15 @@ enum Command {
     Image(crate::image_cmd::ImageCommand),
     /// Check which CPU backends work on this host (tiny probe guests) and which one detvm uses.
     Doctor(crate::doctor_cmd::DoctorArgs),
+    /// Test a docker-compose system: boot it, run its test commands with faults, judge its
+    /// properties (docs/runs.md). Exit 0 passed, 1 properties failed, 2 setup failed,
+    /// 3 infrastructure error, 4 bad input, 5 a test command hung, 130 interrupted.
+    Run(crate::run_cmd::RunArgs),
+    /// Run a compose system several times with one seed and compare trace hashes and
+    /// events; name the first divergence (exit 6 when runs differ).
+    Check(crate::run_cmd::CheckArgs),
+    /// List the runs in the run store (.detvm/runs.db).
+    Runs,
 }
 
 pub fn main() -> ExitCode {
@@ -42,6 +51,9 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Doctor(args) => crate::doctor_cmd::run(args),
+        Command::Run(args) => crate::run_cmd::run(args),
+        Command::Check(args) => crate::run_cmd::check(args),
+        Command::Runs => crate::run_cmd::list(),
         Command::Paths => {
             println!("cache: {}", crate::paths::cache_dir().display());
             ExitCode::SUCCESS

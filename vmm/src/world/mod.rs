@@ -17,6 +17,7 @@ pub mod config;
 pub mod events;
 pub mod faults;
 mod node;
+mod quiesce;
 pub mod scheduler;
 pub mod span;
 pub mod switch;

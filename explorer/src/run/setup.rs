@@ -1,0 +1,241 @@
+//! Turning a checked compose file into a World: images resolved to root filesystems,
+//! one VM per service with the agent as PID 1, addresses, and the run spec each agent
+//! gets once it says hello.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use detvm_images::Store;
+use detvm_protocol::boot_params::BootParams;
+use detvm_protocol::spec::{self, HostEntry, ImageRun, Overrides, ServiceSpec};
+use vmm::backend::BackendKind;
+use vmm::devices::virtio::blk::DiskBacking;
+use vmm::devices::virtio::{BlockConfig, VirtioDeviceConfig};
+use vmm::machine::VmConfig;
+use vmm::world::{NodeConfig, WorldConfig};
+
+use super::RunError;
+use crate::compose::{Compose, Service};
+
+/// What the runner needs per service besides its VM.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub service: Service,
+    pub spec: ServiceSpec,
+}
+
+/// Addresses on detvm's one flat network: 10.0.0.2, 10.0.0.3, … in service order.
+pub fn service_ip(index: usize) -> Ipv4Addr {
+    let n = index as u32 + 2;
+    Ipv4Addr::new(10, 0, (n >> 8) as u8, (n & 0xff) as u8)
+}
+
+/// Runs a repository script that prints a path on its last stdout line.
+fn script_path(repo: &Path, script: &str, what: &str) -> Result<PathBuf, RunError> {
+    let out = Command::new(repo.join(script))
+        .output()
+        .map_err(|e| RunError::Setup(format!("cannot run {script} ({what}): {e}")))?;
+    if !out.status.success() {
+        return Err(RunError::Setup(format!(
+            "{script} ({what}) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("").trim();
+    Ok(PathBuf::from(last))
+}
+
+/// The guest kernel (vmlinux) and the agent initramfs, built on first use.
+pub fn guest_files(repo: &Path) -> Result<(PathBuf, PathBuf), RunError> {
+    let kernel = script_path(repo, "images/kernel/build.sh", "the guest kernel")?.join("vmlinux");
+    let initrd = script_path(repo, "guest-agent/build-initramfs.sh", "the guest agent")?;
+    Ok((kernel, initrd))
+}
+
+/// Every service's image from the store, running `x-detvm.prepare` once if one is missing.
+pub fn resolve_images(
+    compose: &Compose,
+    store: &Store,
+    home: &Path,
+) -> Result<Vec<(PathBuf, ImageRun)>, RunError> {
+    let missing = |store: &Store| {
+        compose
+            .services
+            .iter()
+            .filter(|s| store.resolve(&s.image).is_err())
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if !missing(store).is_empty() {
+        if let Some(script) = &compose.settings.prepare {
+            eprintln!(
+                "detvm: images missing ({}); running {}",
+                missing(store).join(", "),
+                script.display()
+            );
+            // The script loads into this run's store with this very detvm.
+            let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+            let mut command = Command::new(script);
+            command.env("DETVM_HOME", home);
+            if let Ok(exe) = std::env::current_exe() {
+                command.env("DETVM", exe);
+            }
+            let status = command
+                .status()
+                .map_err(|e| RunError::Setup(format!("cannot run {}: {e}", script.display())))?;
+            if !status.success() {
+                return Err(RunError::Setup(format!(
+                    "{} (x-detvm.prepare) failed with {status}",
+                    script.display()
+                )));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for s in &compose.services {
+        let image = store.resolve(&s.image).map_err(|e| {
+            RunError::Input(format!(
+                "{}:{}: services.{}.image: `{}` is not in the image store ({e}); load it with `detvm image load FILE` or build it with `detvm image build SPEC`",
+                compose.path.display(),
+                s.line,
+                s.name,
+                s.image
+            ))
+        })?;
+        let rootfs = store
+            .rootfs(&image)
+            .map_err(|e| RunError::Setup(format!("root filesystem of `{}`: {e}", s.image)))?;
+        let c = &image.config;
+        out.push((
+            rootfs,
+            ImageRun {
+                entrypoint: c.entrypoint.clone(),
+                cmd: c.cmd.clone(),
+                env: c.env.clone(),
+                working_dir: c.working_dir.clone(),
+                user: c.user.clone(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Features the parser accepts that a run cannot honour yet: refused, not dropped.
+pub fn refuse_unsupported(compose: &Compose) -> Result<(), RunError> {
+    for s in &compose.services {
+        let field = if !s.volumes.is_empty() {
+            "volumes"
+        } else if !s.tmpfs.is_empty() {
+            "tmpfs"
+        } else {
+            continue;
+        };
+        return Err(RunError::Input(format!(
+            "{}:{}: services.{}.{field}: not attached by `detvm run` yet; remove it for now (docs/runs.md)",
+            compose.path.display(),
+            s.line,
+            s.name
+        )));
+    }
+    Ok(())
+}
+
+pub struct WorldPlan {
+    pub config: WorldConfig,
+    pub services: Vec<Prepared>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn world_config(
+    compose: &Compose,
+    images: Vec<(PathBuf, ImageRun)>,
+    kernel: &Path,
+    initrd: &Path,
+    backend: BackendKind,
+    seed: u64,
+    epoch: i64,
+    faults: vmm::world::FaultPlan,
+) -> Result<WorldPlan, RunError> {
+    let hosts: Vec<HostEntry> = compose
+        .services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let ip = service_ip(i).to_string();
+            let mut names = vec![s.name.clone()];
+            if s.hostname != s.name {
+                names.push(s.hostname.clone());
+            }
+            names.into_iter().map(move |name| HostEntry {
+                name,
+                ip: ip.clone(),
+            })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    let mut services = Vec::new();
+    for (i, (s, (rootfs, image))) in compose.services.iter().zip(images).enumerate() {
+        let overrides = Overrides {
+            entrypoint: s.entrypoint.clone(),
+            command: s.command.clone(),
+            environment: s
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            working_dir: s.working_dir.clone(),
+            user: s.user.clone(),
+        };
+        let mut spec = spec::resolve(&image, &overrides).map_err(|e| {
+            RunError::Input(format!(
+                "{}:{}: services.{}: {e}",
+                compose.path.display(),
+                s.line,
+                s.name
+            ))
+        })?;
+        spec.hostname = s.hostname.clone();
+        spec.hosts = hosts.clone();
+        let ip = service_ip(i);
+        let boot = BootParams {
+            hostname: Some(s.hostname.clone()),
+            ip: Some((ip, 24)),
+            gateway: None,
+        };
+        let mut vm = VmConfig::new(kernel.to_path_buf());
+        vm.initrd = Some(initrd.to_path_buf());
+        vm.cmdline = format!("quiet {}", boot.to_cmdline());
+        vm.memory = s.memory;
+        vm.vcpus = s.vcpus;
+        vm.backend = backend;
+        vm.epoch_unix_secs = epoch;
+        vm.seed = seed;
+        vm.devices = vec![
+            VirtioDeviceConfig::Console,
+            VirtioDeviceConfig::Block(BlockConfig {
+                backing: DiskBacking::File(rootfs),
+                read_only: true,
+                id: "rootfs".into(),
+            }),
+        ];
+        nodes.push(NodeConfig {
+            name: s.name.clone(),
+            vm,
+        });
+        services.push(Prepared {
+            service: s.clone(),
+            spec,
+        });
+    }
+    Ok(WorldPlan {
+        config: WorldConfig {
+            seed,
+            nodes,
+            network: Default::default(),
+            faults,
+        },
+        services,
+    })
+}
