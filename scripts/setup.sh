@@ -8,6 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   build-essential cmake libclang-dev pkg-config   # Unicorn (emu backend) build
   squashfs-tools cpio busybox-static              # guest root filesystems and initramfs
+  e2fsprogs                                       # compose volumes (ext4 disks)
   qemu-system-x86                                 # regression tests and benchmarks only
   skopeo umoci debootstrap                        # image tests and example images
 )

@@ -22,6 +22,7 @@ use crate::rootfs::{self, ROOT};
 use crate::sdk::{self, SdkWatch};
 use crate::sys::{self, Ended};
 use crate::user;
+use crate::volumes;
 
 const SERVICE_SDK: &str = "service.jsonl";
 
@@ -111,6 +112,8 @@ pub struct Agent {
     service: Option<Proc>,
     restart_pending: bool,
     execs: BTreeMap<u64, Proc>,
+    /// Container paths where volumes and tmpfs are mounted already.
+    mounted: Vec<String>,
 }
 
 type Sent = io::Result<()>;
@@ -136,6 +139,7 @@ impl Agent {
             service: None,
             restart_pending: false,
             execs: BTreeMap::new(),
+            mounted: Vec::new(),
         }
     }
 
@@ -382,6 +386,7 @@ impl Agent {
             self.hostname = spec.hostname.clone();
         }
         rootfs::write_etc(spec, &self.hostname)?;
+        volumes::mount_all(&spec.mounts, &mut self.mounted)?;
         self.spawn_in_container(
             &spec.argv,
             spec.env.clone(),

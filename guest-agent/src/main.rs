@@ -15,6 +15,7 @@ mod rootfs;
 mod sdk;
 mod sys;
 mod user;
+mod volumes;
 
 use detvm_protocol::boot_params::BootParams;
 use detvm_protocol::message::{AgentMessage, PROTOCOL_VERSION};

@@ -27,6 +27,28 @@ pub struct ServiceSpec {
     pub hosts: Vec<HostEntry>,
     /// The lines of the container's /etc/resolv.conf (e.g. `nameserver 10.0.0.1`).
     pub dns: Vec<String>,
+    /// File systems mounted in the container before the service starts (compose
+    /// `volumes` and `tmpfs`), in order.
+    pub mounts: Vec<Mount>,
+}
+
+/// One mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: MountSource,
+    /// Absolute path inside the container; created if missing.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountSource {
+    /// The ext4 virtio-blk disk whose serial (`/sys/block/vdX/serial`) is `serial`.
+    Disk {
+        serial: String,
+    },
+    Tmpfs,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,17 +200,6 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     let images = setup::resolve_images(&compose, &image_store, &opts.home)?;
     let (kernel, initrd) = setup::guest_files(&repo_root())?;
     let plan_text = plan.to_string();
-    let world_plan = setup::world_config(
-        &compose,
-        images,
-        &kernel,
-        &initrd,
-        opts.backend,
-        seed,
-        epoch,
-        plan,
-    )?;
-
     let reproduce = reproduce_command(opts, seed, duration, epoch);
     let mut store =
         RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
@@ -223,6 +212,29 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     );
     eprintln!("detvm: fault plan:\n{plan_text}");
     let run_dir = store.run_dir(&run_id);
+    let volumes_dir = run_dir.join("volumes");
+    let world_plan = std::fs::create_dir_all(&volumes_dir)
+        .map_err(|e| RunError::Infrastructure(format!("{}: {e}", volumes_dir.display())))
+        .and_then(|()| {
+            setup::world_config(
+                &compose,
+                images,
+                &kernel,
+                &initrd,
+                opts.backend,
+                seed,
+                epoch,
+                plan,
+                &volumes_dir,
+            )
+        });
+    let world_plan = match world_plan {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = store.set_status(&run_id, RunStatus::SetupFailed, Some(&e.to_string()));
+            return Err(e);
+        }
+    };
 
     let world = match vmm::world::World::new(world_plan.config) {
         Ok(w) => w,
@@ -238,6 +250,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         .map(|p| Tracked::new(p.service, p.spec))
         .collect();
     let mut sup = Supervisor::new(world, tracked, seed, duration.as_nanos() as u64, interrupt);
+    sup.set_log_dir(run_dir.clone());
     let bar = progress_bar(opts.progress, duration);
     let mut flush_error = None;
     let ending = sup.run(
@@ -260,6 +273,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     sup.check_determinism();
     let vtime_end = sup.now();
     let trace = format!("{:016x}", sup.world.trace_value());
+    sup.flush_logs().map_err(RunError::Infrastructure)?;
     let remaining = std::mem::take(&mut sup.events);
     store
         .append_events(&run_id, &remaining)

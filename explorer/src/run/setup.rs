@@ -8,7 +8,7 @@ use std::process::Command;
 
 use detvm_images::Store;
 use detvm_protocol::boot_params::BootParams;
-use detvm_protocol::spec::{self, HostEntry, ImageRun, Overrides, ServiceSpec};
+use detvm_protocol::spec::{self, HostEntry, ImageRun, Mount, MountSource, Overrides, ServiceSpec};
 use vmm::backend::BackendKind;
 use vmm::devices::virtio::blk::DiskBacking;
 use vmm::devices::virtio::{BlockConfig, VirtioDeviceConfig};
@@ -122,21 +122,64 @@ pub fn resolve_images(
     Ok(out)
 }
 
-/// Features the parser accepts that a run cannot honour yet: refused, not dropped.
+/// A named volume used by two services: each VM has its own disks, so the services
+/// would not see each other's writes as they would under Docker. Refused, not faked.
 pub fn refuse_unsupported(compose: &Compose) -> Result<(), RunError> {
+    let mut users: Vec<(&str, &str)> = Vec::new();
     for s in &compose.services {
-        let field = if !s.volumes.is_empty() {
-            "volumes"
-        } else if !s.tmpfs.is_empty() {
-            "tmpfs"
-        } else {
-            continue;
-        };
-        return Err(RunError::Input(format!(
-            "{}:{}: services.{}.{field}: not attached by `detvm run` yet; remove it for now (docs/runs.md)",
-            compose.path.display(),
-            s.line,
-            s.name
+        for v in &s.volumes {
+            if let Some((_, other)) = users.iter().find(|(name, _)| *name == v.name) {
+                return Err(RunError::Input(format!(
+                    "{}:{}: services.{}.volumes: volume `{}` is also used by `{other}`; in detvm each service's volume is its own disk, so shared volumes are not supported",
+                    compose.path.display(),
+                    s.line,
+                    s.name,
+                    v.name
+                )));
+            }
+            users.push((&v.name, &s.name));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh ext4 file system in `path`, byte-identical on every run: fixed UUID and
+/// hash seed (from the service and volume names) and a fixed clock for mke2fs.
+fn format_volume(path: &Path, size: u64, service: &str, volume: &str) -> Result<(), RunError> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let fail = |what: String| RunError::Setup(format!("volume `{volume}` of `{service}`: {what}"));
+    let file = std::fs::File::create(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    file.set_len(size)
+        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let mut h = DefaultHasher::new();
+    (service, volume).hash(&mut h);
+    let x = h.finish();
+    let uuid = |tag: u64| {
+        let v = x ^ tag;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            v >> 32,
+            (v >> 16) & 0xffff,
+            v & 0xfff,
+            tag & 0xfff,
+            v & 0xffff_ffff_ffff
+        )
+    };
+    let out = Command::new("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", "1")
+        .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-U", &uuid(1)])
+        .arg("-E")
+        .arg(format!(
+            "hash_seed={},root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0",
+            uuid(2)
+        ))
+        .arg(path)
+        .output()
+        .map_err(|e| fail(format!("cannot run mke2fs (Debian package e2fsprogs): {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "mke2fs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         )));
     }
     Ok(())
@@ -157,6 +200,7 @@ pub fn world_config(
     seed: u64,
     epoch: i64,
     faults: vmm::world::FaultPlan,
+    volumes_dir: &Path,
 ) -> Result<WorldPlan, RunError> {
     let hosts: Vec<HostEntry> = compose
         .services
@@ -198,6 +242,29 @@ pub fn world_config(
         })?;
         spec.hostname = s.hostname.clone();
         spec.hosts = hosts.clone();
+        let mut disks = Vec::new();
+        for (index, volume) in s.volumes.iter().enumerate() {
+            let serial = format!("detvm-vol{index}");
+            let path = volumes_dir.join(format!("{}-{}.ext4", s.name, volume.name));
+            format_volume(&path, s.volume_size, &s.name, &volume.name)?;
+            disks.push(VirtioDeviceConfig::Block(BlockConfig {
+                backing: DiskBacking::File(path),
+                read_only: volume.read_only,
+                id: serial.clone(),
+            }));
+            spec.mounts.push(Mount {
+                source: MountSource::Disk { serial },
+                target: volume.target.clone(),
+                read_only: volume.read_only,
+            });
+        }
+        for target in &s.tmpfs {
+            spec.mounts.push(Mount {
+                source: MountSource::Tmpfs,
+                target: target.clone(),
+                read_only: false,
+            });
+        }
         let ip = service_ip(i);
         let boot = BootParams {
             hostname: Some(s.hostname.clone()),
@@ -220,6 +287,7 @@ pub fn world_config(
                 id: "rootfs".into(),
             }),
         ];
+        vm.devices.extend(disks);
         nodes.push(NodeConfig {
             name: s.name.clone(),
             vm,

@@ -73,6 +73,9 @@ pub struct Supervisor<'a> {
     interrupt: &'a AtomicBool,
     pub setup_complete_at: Option<u64>,
     faults_stopped: bool,
+    /// Lines for the run folder's log files, by file name, not yet written.
+    logs: BTreeMap<String, String>,
+    log_dir: Option<std::path::PathBuf>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -106,6 +109,8 @@ impl<'a> Supervisor<'a> {
             interrupt,
             setup_complete_at: None,
             faults_stopped: false,
+            logs: BTreeMap::new(),
+            log_dir: None,
         }
     }
 
@@ -134,6 +139,7 @@ impl<'a> Supervisor<'a> {
             }
             if self.events.len() >= 512 {
                 flush(&mut self.events)?;
+                self.flush_logs()?;
             }
             if let Some(ending) = self.decide()? {
                 return Ok(ending);
@@ -160,7 +166,44 @@ impl<'a> Supervisor<'a> {
         self.services.iter().position(|s| s.name() == node)
     }
 
+    /// Where [`Supervisor::flush_logs`] writes the run's log files.
+    pub fn set_log_dir(&mut self, dir: std::path::PathBuf) {
+        self.log_dir = Some(dir);
+    }
+
+    pub fn flush_logs(&mut self) -> Result<(), String> {
+        match self.log_dir.clone() {
+            Some(dir) => self
+                .write_logs(&dir)
+                .map_err(|e| format!("cannot write logs in {}: {e}", dir.display())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends the pending log lines to `dir/events.log` (every event) and
+    /// `dir/<node>.log` (that node's events).
+    pub fn write_logs(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        for (file, text) in std::mem::take(&mut self.logs) {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(file))?
+                .write_all(text.as_bytes())?;
+        }
+        Ok(())
+    }
+
     fn record(&mut self, e: &WorldEvent) {
+        let line = format!("{e}\n");
+        self.logs
+            .entry("events.log".into())
+            .or_default()
+            .push_str(&line);
+        self.logs
+            .entry(format!("{}.log", e.node))
+            .or_default()
+            .push_str(&line);
         let body = serde_json::to_value(&e.kind).unwrap_or_default();
         let kind = body
             .get("type")
