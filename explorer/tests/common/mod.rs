@@ -85,3 +85,4 @@ pub fn busybox_initramfs(init_script: &str) -> PathBuf {
 }
 
 pub mod agent;
+pub mod cli;
