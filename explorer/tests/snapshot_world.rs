@@ -9,6 +9,7 @@ mod common;
 
 use vmm::clock::VirtualTime;
 use vmm::machine::VmConfig;
+use vmm::snapshot::file;
 use vmm::world::snapshot::WorldSnapshot;
 use vmm::world::{
     FaultPlan, NetworkConfig, NodeConfig, Span, World, WorldConfig, WorldEvent, WorldOutcome,
@@ -185,4 +186,41 @@ fn restored_world_continues_bit_for_bit_and_forks_follow_their_branch() {
     assert!(first_difference(&e1a, &e2).is_some());
     assert!(first_difference(&e1a, &ref_events[*seen..]).is_some());
     eprintln!("forks at step {at}: branch 1 {t1a:#018x}, branch 2 {t2:#018x}, replay {ref_trace:#018x}");
+
+    // On disk: a full file and a child of it; both restore to the same future; damaged
+    // files are refused with the reason, before anything runs.
+    let dir = tempfile::tempdir().unwrap();
+    let i = snaps.len() / 2;
+    let (at_full, full, _) = &snaps[i];
+    let (at_child, child, seen_child) = &snaps[i + 1];
+    let full_path = dir.path().join("full.dsnap");
+    let child_path = dir.path().join("child.dsnap");
+    let wf = file::save(full, &full_path, None).expect("save full");
+    let wc = file::save(child, &child_path, Some((&full_path, full))).expect("save child");
+    eprintln!(
+        "files: full at step {at_full}: {} bytes, {} pages; child at step {at_child}: {} bytes, {} pages",
+        wf.bytes, wf.pages, wc.bytes, wc.pages
+    );
+    assert!(wc.bytes < wf.bytes);
+    let loaded = file::load(&child_path, &config(seed)).expect("load child");
+    let mut w = World::restore(&loaded).expect("restore from file");
+    let mut tail = Vec::new();
+    run_from(&mut w, at_child + 1, &mut tail);
+    assert_eq!(first_difference(&tail, &ref_events[*seen_child..]), None);
+    assert_eq!(w.trace_value(), ref_trace, "restored from the child file");
+
+    let bytes = std::fs::read(&child_path).unwrap();
+    let damaged = dir.path().join("damaged.dsnap");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x40;
+    std::fs::write(&damaged, &flipped).unwrap();
+    let err = file::load(&damaged, &config(seed)).err().expect("refused").to_string();
+    assert!(err.contains("damaged.dsnap") && err.contains("checksum mismatch"), "{err}");
+    std::fs::write(&damaged, &bytes[..bytes.len() - 1000]).unwrap();
+    let err = file::load(&damaged, &config(seed)).err().expect("refused").to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    // A child whose parent changed.
+    std::fs::write(&full_path, b"DETVMSNP").unwrap();
+    let err = file::load(&child_path, &config(seed)).err().expect("refused").to_string();
+    assert!(err.contains("full.dsnap") && err.contains("truncated"), "{err}");
 }

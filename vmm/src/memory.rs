@@ -199,6 +199,25 @@ pub fn sized_memfd(size: u64) -> Result<File, MemoryError> {
     Ok(file)
 }
 
+/// A sealed image of `size` bytes holding `pages` (page number, 4 KiB) and zeroes
+/// elsewhere: the base of RAM restored from a snapshot file.
+pub fn frozen_image<'a>(
+    size: u64,
+    pages: impl Iterator<Item = (u64, &'a [u8])>,
+) -> Result<File, MemoryError> {
+    use std::os::unix::fs::FileExt;
+    let file = sized_memfd(size)?;
+    for (page, bytes) in pages {
+        file.write_all_at(bytes, page * PAGE)
+            .map_err(|source| MemoryError::Host {
+                what: "filling guest memory from a snapshot",
+                source,
+            })?;
+    }
+    seal(&file)?;
+    Ok(file)
+}
+
 /// Makes a frozen image immutable: no writes, no size change, no more seals.
 fn seal(file: &File) -> Result<(), MemoryError> {
     let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
