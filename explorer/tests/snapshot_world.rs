@@ -224,3 +224,80 @@ fn restored_world_continues_bit_for_bit_and_forks_follow_their_branch() {
     let err = file::load(&child_path, &config(seed)).err().expect("refused").to_string();
     assert!(err.contains("full.dsnap") && err.contains("truncated"), "{err}");
 }
+
+/// Figures for docs/benchmarks.md (scripts/bench-snapshot.sh): snapshot and fork time of
+/// a 3-VM world with 256 MiB per VM, and file sizes of a full snapshot and of a child
+/// written one virtual second later.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn snapshot_benchmark() {
+    use std::time::Instant;
+    let cfg = config(12);
+    assert!(cfg.nodes.iter().all(|n| n.vm.memory == 256 << 20));
+    let mut w = World::new(cfg.clone()).expect("world");
+    let mut events = Vec::new();
+    let run_to = |w: &mut World, ms: u64, events: &mut Vec<WorldEvent>| {
+        for k in 0..ms {
+            let t = VirtualTime((k + 1) * STEP_NS);
+            if t > w.now() {
+                w.run_until(t, &mut |e| events.push(e)).expect("run");
+            }
+        }
+    };
+    run_to(&mut w, 1000, &mut events);
+    let t = Instant::now();
+    let first = w.snapshot().expect("snapshot");
+    let first_snapshot = t.elapsed();
+    run_to(&mut w, 2000, &mut events);
+    let t = Instant::now();
+    let second = w.snapshot().expect("snapshot");
+    let second_snapshot = t.elapsed();
+    let overlay: usize = second.memory.iter().flatten().map(|m| m.pages.len()).sum();
+
+    let mut forks = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let f = World::fork(&second, Some(1)).expect("fork");
+        forks.push(t.elapsed());
+        drop(f);
+    }
+    forks.sort();
+    let fork = forks[forks.len() / 2];
+
+    let dir = tempfile::tempdir().unwrap();
+    let full_path = dir.path().join("full.dsnap");
+    let child_path = dir.path().join("child.dsnap");
+    let t = Instant::now();
+    let full = file::save(&first, &full_path, None).expect("save");
+    let save_full = t.elapsed();
+    let t = Instant::now();
+    let child = file::save(&second, &child_path, Some((&full_path, &first))).expect("save");
+    let save_child = t.elapsed();
+    let t = Instant::now();
+    let loaded = file::load(&child_path, &cfg).expect("load");
+    let w2 = World::restore(&loaded).expect("restore");
+    let load_child = t.elapsed();
+    drop(w2);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "snapshot: 3 VMs x 256 MiB at 1.0 s virtual: first snapshot {:.2} ms, at 2.0 s {:.2} ms ({overlay} pages written since the first, copied)",
+        ms(first_snapshot),
+        ms(second_snapshot)
+    );
+    eprintln!(
+        "snapshot: fork (restore, new branch) of the 3-VM world: {:.2} ms median of 5, {:.2} ms per VM",
+        ms(fork),
+        ms(fork) / 3.0
+    );
+    eprintln!(
+        "snapshot: file, full at 1.0 s: {} bytes ({} pages), written in {:.0} ms; child at 2.0 s: {} bytes ({} pages), written in {:.0} ms; ratio {:.0}x; loading the child and restoring {:.0} ms",
+        full.bytes,
+        full.pages,
+        ms(save_full),
+        child.bytes,
+        child.pages,
+        ms(save_child),
+        full.bytes as f64 / child.bytes as f64,
+        ms(load_child)
+    );
+}
