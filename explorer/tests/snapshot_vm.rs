@@ -115,7 +115,10 @@ fn restored_vm_continues_bit_for_bit() {
     }
     let console = String::from_utf8_lossy(&ref_out.console).into_owned();
     assert!(console.contains("DISK-END"), "{console}");
-    assert!(!ref_out.frames.is_empty(), "the guest answered no ARP request");
+    assert!(
+        !ref_out.frames.is_empty(),
+        "the guest answered no ARP request"
+    );
 
     // The same run, snapshotting at chosen steps: mid-boot (twice), each step of the
     // disk phase until writes are under way, and after it ended (if the guest still runs).
@@ -134,9 +137,7 @@ fn restored_vm_continues_bit_for_bit() {
             disk_ended_at = Some(n);
         }
         // Every step once the disk phase began, until one caught writes in progress.
-        let writing = snaps
-            .last()
-            .is_some_and(|(_, s, _)| disk_writes(s) > 0);
+        let writing = snaps.last().is_some_and(|(_, s, _)| disk_writes(s) > 0);
         let wanted = n == 20
             || n == 50
             || (disk_started_at.is_some() && disk_ended_at.is_none() && !writing)
@@ -155,14 +156,27 @@ fn restored_vm_continues_bit_for_bit() {
         }
     }
     assert_eq!(n, ref_steps + 1, "the snapshotted run took another path");
-    assert_eq!(out, ref_out, "snapshots changed the run they were taken from");
+    assert_eq!(
+        out, ref_out,
+        "snapshots changed the run they were taken from"
+    );
     assert_eq!(vm.trace().value(), reference.trace().value());
-    assert!(snaps.len() >= 4, "snapshots at steps {:?}", snaps.iter().map(|s| s.0).collect::<Vec<_>>());
+    assert!(
+        snaps.len() >= 4,
+        "snapshots at steps {:?}",
+        snaps.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
     for (at, s, _) in &snaps {
-        eprintln!("snapshot after step {at}: {} disk sectors written, {} overlay pages", disk_writes(s), s.memory.pages.len());
+        eprintln!(
+            "snapshot after step {at}: {} disk sectors written, {} overlay pages",
+            disk_writes(s),
+            s.memory.pages.len()
+        );
     }
     assert!(
-        snaps.iter().any(|(_, s, _)| disk_writes(s) > 0 && !s.memory.pages.is_empty()),
+        snaps
+            .iter()
+            .any(|(_, s, _)| disk_writes(s) > 0 && !s.memory.pages.is_empty()),
         "no snapshot during disk writes"
     );
 
@@ -190,7 +204,10 @@ fn restored_vm_continues_bit_for_bit() {
             String::from_utf8_lossy(&ref_out.console),
             "restored at step {at}: console differs"
         );
-        assert_eq!(out.frames, ref_out.frames, "restored at step {at}: frames differ");
+        assert_eq!(
+            out.frames, ref_out.frames,
+            "restored at step {at}: frames differ"
+        );
         assert_eq!(
             restored.trace().value(),
             reference.trace().value(),

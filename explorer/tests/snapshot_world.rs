@@ -139,7 +139,11 @@ fn restored_world_continues_bit_for_bit_and_forks_follow_their_branch() {
         k += 1;
     };
     assert_eq!(end, ref_end);
-    assert_eq!(first_difference(&events, &ref_events), None, "snapshots changed the run");
+    assert_eq!(
+        first_difference(&events, &ref_events),
+        None,
+        "snapshots changed the run"
+    );
     assert_eq!(w.trace_value(), ref_trace);
     let in_flight: Vec<usize> = snaps.iter().map(|(_, s, _)| s.frames_in_flight()).collect();
     assert!(
@@ -185,7 +189,9 @@ fn restored_world_continues_bit_for_bit_and_forks_follow_their_branch() {
     assert_ne!(t1a, ref_trace, "a branch and the replay");
     assert!(first_difference(&e1a, &e2).is_some());
     assert!(first_difference(&e1a, &ref_events[*seen..]).is_some());
-    eprintln!("forks at step {at}: branch 1 {t1a:#018x}, branch 2 {t2:#018x}, replay {ref_trace:#018x}");
+    eprintln!(
+        "forks at step {at}: branch 1 {t1a:#018x}, branch 2 {t2:#018x}, replay {ref_trace:#018x}"
+    );
 
     // On disk: a full file and a child of it; both restore to the same future; damaged
     // files are refused with the reason, before anything runs.
@@ -214,15 +220,30 @@ fn restored_world_continues_bit_for_bit_and_forks_follow_their_branch() {
     let mut flipped = bytes.clone();
     flipped[bytes.len() / 2] ^= 0x40;
     std::fs::write(&damaged, &flipped).unwrap();
-    let err = file::load(&damaged, &config(seed)).err().expect("refused").to_string();
-    assert!(err.contains("damaged.dsnap") && err.contains("checksum mismatch"), "{err}");
+    let err = file::load(&damaged, &config(seed))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("damaged.dsnap") && err.contains("checksum mismatch"),
+        "{err}"
+    );
     std::fs::write(&damaged, &bytes[..bytes.len() - 1000]).unwrap();
-    let err = file::load(&damaged, &config(seed)).err().expect("refused").to_string();
+    let err = file::load(&damaged, &config(seed))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
     // A child whose parent changed.
     std::fs::write(&full_path, b"DETVMSNP").unwrap();
-    let err = file::load(&child_path, &config(seed)).err().expect("refused").to_string();
-    assert!(err.contains("full.dsnap") && err.contains("truncated"), "{err}");
+    let err = file::load(&child_path, &config(seed))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("full.dsnap") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 /// Figures for docs/benchmarks.md (scripts/bench-snapshot.sh): snapshot and fork time of

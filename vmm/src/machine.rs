@@ -211,8 +211,9 @@ impl Vm {
             time: VirtualTime::ZERO,
             error,
         };
-        let mut vcpus = backend::create_vcpus(config.backend, &ram, &mmio_ranges(&virtio), config.vcpus)
-            .map_err(|e| vcpu_error(0, e))?;
+        let mut vcpus =
+            backend::create_vcpus(config.backend, &ram, &mmio_ranges(&virtio), config.vcpus)
+                .map_err(|e| vcpu_error(0, e))?;
         vcpus[0]
             .set_sregs(&entry.sregs)
             .map_err(|e| vcpu_error(0, e))?;

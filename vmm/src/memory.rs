@@ -47,6 +47,9 @@ pub struct GuestRam {
 /// Size of a guest page as tracked by snapshots.
 pub const PAGE: u64 = 4096;
 
+/// (page number, its 4 KiB), sorted by page.
+pub type Pages = Vec<(u64, Box<[u8]>)>;
+
 impl GuestRam {
     pub fn new(size: u64) -> Result<Self, MemoryError> {
         Self::map(Arc::new(sized_memfd(size)?), size, false)
@@ -105,7 +108,7 @@ impl GuestRam {
     ///
     /// The first call seals the memfd and remaps this range privately over it (no copy);
     /// later calls keep that base and copy the pages written since it was frozen.
-    pub fn freeze(&mut self) -> Result<(Arc<File>, Vec<(u64, Box<[u8]>)>), MemoryError> {
+    pub fn freeze(&mut self) -> Result<(Arc<File>, Pages), MemoryError> {
         if !self.private {
             let (ptr, len) = self.host_range();
             // SAFETY: replaces our own mapping of `len` bytes at `ptr` with a private
@@ -311,7 +314,10 @@ mod tests {
         let (base, pages) = ram.freeze().unwrap();
         assert!(pages.is_empty());
         assert_eq!(ram.host_range().0, ptr_before, "same host address");
-        assert_eq!(ram.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 1);
+        assert_eq!(
+            ram.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            1
+        );
         assert!(ram.written_pages().unwrap().is_empty());
         // A read is not a write; a write copies the page.
         let _ = ram.memory().read_obj::<u64>(GuestAddress(0x5000)).unwrap();
@@ -330,8 +336,14 @@ mod tests {
         assert_eq!(pages[0].1[..8], 2u64.to_le_bytes());
         // A copy-on-write view of the image sees the frozen contents only.
         let view = GuestRam::copy_on_write(base, 64 << 20).unwrap();
-        assert_eq!(view.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 1);
+        assert_eq!(
+            view.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            1
+        );
         view.memory().write_obj(7u64, GuestAddress(0x3000)).unwrap();
-        assert_eq!(ram.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(), 2);
+        assert_eq!(
+            ram.memory().read_obj::<u64>(GuestAddress(0x3000)).unwrap(),
+            2
+        );
     }
 }

@@ -87,7 +87,11 @@ pub fn save(
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    let kind = if parent.is_some() { KIND_CHILD } else { KIND_FULL };
+    let kind = if parent.is_some() {
+        KIND_CHILD
+    } else {
+        KIND_FULL
+    };
     out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
     for (tag, payload) in &sections {
@@ -112,12 +116,9 @@ pub fn save(
 /// host resources come from `config` (the configuration the world was built from).
 pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, SnapshotError> {
     let parsed = Parsed::read(path)?;
-    let state: WorldState = serde_json::from_slice(&decompress(
-        parsed.section(b"STAT", path)?,
-        path,
-        "STAT",
-    )?)
-    .map_err(|e| file_err(path, format!("section STAT: {e}")))?;
+    let state: WorldState =
+        serde_json::from_slice(&decompress(parsed.section(b"STAT", path)?, path, "STAT")?)
+            .map_err(|e| file_err(path, format!("section STAT: {e}")))?;
     let configs = WorldSnapshot::node_configs(config);
     let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
     let wanted: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -300,7 +301,9 @@ fn read_memory(
         .collect();
     if numbers.windows(2).any(|w| w[0] >= w[1]) || numbers.last().is_some_and(|&l| l >= size / PAGE)
     {
-        return Err(bad(format!("node {node}: page list out of order or out of range")));
+        return Err(bad(format!(
+            "node {node}: page list out of order or out of range"
+        )));
     }
     let bytes = decompress(&m[list_end..], path, "MEM")?;
     if bytes.len() as u64 != count * PAGE {

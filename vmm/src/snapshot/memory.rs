@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::memory::{GuestRam, MemoryError, PAGE};
+use crate::memory::{GuestRam, MemoryError, Pages, PAGE};
 
 #[derive(Clone)]
 pub struct MemoryImage {
@@ -15,7 +15,7 @@ pub struct MemoryImage {
     /// Sealed: nothing can change it while a snapshot holds it.
     pub base: Arc<File>,
     /// (page number, 4 KiB) that differ from `base`, sorted by page.
-    pub pages: Arc<Vec<(u64, Box<[u8]>)>>,
+    pub pages: Arc<Pages>,
 }
 
 impl MemoryImage {

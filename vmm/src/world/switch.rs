@@ -122,7 +122,11 @@ impl Switch {
                 .collect(),
             clogged: self.clogged.iter().copied().collect(),
             held: self.held.iter().cloned().collect(),
-            windows: self.windows.iter().map(|((k, id), p)| (*k, *id, *p)).collect(),
+            windows: self
+                .windows
+                .iter()
+                .map(|((k, id), p)| (*k, *id, *p))
+                .collect(),
             last_arrival: self.last_arrival.iter().map(|(l, t)| (*l, *t)).collect(),
             streams: [
                 &self.latency_rng,
