@@ -47,6 +47,12 @@ impl Decoder {
         Decoder::default()
     }
 
+    /// Bytes received but not yet returned as a frame (a snapshot keeps them; pushing
+    /// them into a new decoder restores it).
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// Adds bytes from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);

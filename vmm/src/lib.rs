@@ -14,6 +14,7 @@ pub mod layout;
 pub mod machine;
 pub mod memory;
 pub mod seed;
+pub mod snapshot;
 pub mod trace;
 pub mod vcpu;
 pub mod world;

@@ -105,8 +105,9 @@ pub enum Outcome {
     TimeLimit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CpuState {
+/// What a vCPU is doing between runs (part of a snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CpuState {
     Running,
     /// HLT: wait for an interrupt.
     Halted,
@@ -115,7 +116,7 @@ enum CpuState {
 }
 
 /// Counters for the run summary.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub pio_reads: u64,
     pub pio_writes: u64,
@@ -131,18 +132,20 @@ pub struct Stats {
 
 pub struct Vm {
     // Field order matters: vCPUs map guest RAM, so they are dropped before it.
-    vcpus: Vec<Box<dyn Vcpu>>,
-    cpu_state: Vec<CpuState>,
-    platform: Platform,
-    virtio: VirtioDevices,
-    _ram: GuestRam,
-    now: VirtualTime,
-    time: TimeModel,
-    max_quantum: u64,
-    quantum_rng: rand_chacha::ChaCha20Rng,
-    trace: TraceHash,
-    stats: Stats,
-    next_cpu: usize,
+    pub(crate) vcpus: Vec<Box<dyn Vcpu>>,
+    pub(crate) cpu_state: Vec<CpuState>,
+    pub(crate) platform: Platform,
+    pub(crate) virtio: VirtioDevices,
+    pub(crate) _ram: GuestRam,
+    pub(crate) now: VirtualTime,
+    pub(crate) time: TimeModel,
+    pub(crate) max_quantum: u64,
+    pub(crate) quantum_rng: rand_chacha::ChaCha20Rng,
+    pub(crate) trace: TraceHash,
+    pub(crate) stats: Stats,
+    pub(crate) next_cpu: usize,
+    /// How it was built: restores rebuild the same devices and backend from it.
+    pub(crate) config: VmConfig,
 }
 
 impl Vm {
@@ -208,10 +211,9 @@ impl Vm {
             time: VirtualTime::ZERO,
             error,
         };
-        let mut mmio_ranges = Platform::MMIO_RANGES.to_vec();
-        mmio_ranges.push(virtio.mmio_range());
-        let mut vcpus = backend::create_vcpus(config.backend, &ram, &mmio_ranges, config.vcpus)
-            .map_err(|e| vcpu_error(0, e))?;
+        let mut vcpus =
+            backend::create_vcpus(config.backend, &ram, &mmio_ranges(&virtio), config.vcpus)
+                .map_err(|e| vcpu_error(0, e))?;
         vcpus[0]
             .set_sregs(&entry.sregs)
             .map_err(|e| vcpu_error(0, e))?;
@@ -240,6 +242,7 @@ impl Vm {
             trace: TraceHash::new(config.trace_every),
             stats: Stats::default(),
             next_cpu: 0,
+            config: config.clone(),
         })
     }
 
@@ -522,6 +525,13 @@ impl Vm {
             detail,
         });
     }
+}
+
+/// The MMIO ranges the core decodes: the platform's and the virtio windows.
+pub(crate) fn mmio_ranges(virtio: &VirtioDevices) -> Vec<(u64, u64)> {
+    let mut ranges = Platform::MMIO_RANGES.to_vec();
+    ranges.push(virtio.mmio_range());
+    ranges
 }
 
 fn check_vcpu_count(config: &VmConfig) -> Result<(), VmError> {

@@ -7,6 +7,24 @@
 //! `kvm_sregs`), the common vocabulary of the rust-vmm ecosystem, on both backends.
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
+use serde::{Deserialize, Serialize};
+
+/// Everything a vCPU holds between two [`Vcpu::run`] calls, for snapshots. Restoring it
+/// into a fresh vCPU of the same backend makes it continue bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VcpuState {
+    /// `emu`: Unicorn's CPU context, QEMU's `CPUX86State` up to `end_reset_fields`, the
+    /// bytes `uc_context_save` copies: general, segment, control and debug registers,
+    /// x87/MMX/SSE and XSAVE state, the MSRs the model has, lazy flags, hflags and the
+    /// exception-in-flight fields. Plus what the backend keeps outside Unicorn.
+    Emu {
+        context: Vec<u8>,
+        /// Instructions retired so far (the trace hash folds them in).
+        retired: u64,
+        /// A triple fault found while injecting, reported by the next `run`.
+        pending_triple_fault: Option<u64>,
+    },
+}
 
 /// Device accesses made by the running guest, handled by the shared core.
 ///
@@ -98,4 +116,9 @@ pub trait Vcpu {
     fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), VcpuError>;
     fn msr(&self, index: u32) -> Result<u64, VcpuError>;
     fn set_msr(&mut self, index: u32, value: u64) -> Result<(), VcpuError>;
+
+    /// The complete state, between runs (see [`VcpuState`]).
+    fn save_state(&self) -> Result<VcpuState, VcpuError>;
+    /// Loads a state from [`Vcpu::save_state`] of the same backend and build.
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError>;
 }

@@ -54,6 +54,29 @@ impl<E> EventQueue<E> {
     }
 }
 
+impl<E: Clone> EventQueue<E> {
+    /// (time, sequence, event) in pop order and the next sequence number: the queue's
+    /// exact state, ties included.
+    pub fn entries(&self) -> (Vec<(VirtualTime, u64, E)>, u64) {
+        let items = self
+            .items
+            .iter()
+            .map(|((t, seq), e)| (*t, *seq, e.clone()))
+            .collect();
+        (items, self.next_seq)
+    }
+
+    pub fn from_entries(entries: &[(VirtualTime, u64, E)], next_seq: u64) -> Self {
+        EventQueue {
+            items: entries
+                .iter()
+                .map(|(t, seq, e)| ((*t, *seq), e.clone()))
+                .collect(),
+            next_seq,
+        }
+    }
+}
+
 /// One thing that happened in the World, at a world virtual time, on one node (or on
 /// `"world"` for the network-wide faults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub mod faults;
 mod node;
 mod quiesce;
 pub mod scheduler;
+pub mod snapshot;
 pub mod span;
 pub mod switch;
 
@@ -56,7 +57,7 @@ pub enum WorldOutcome {
 }
 
 /// Counters for benchmarks and summaries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorldStats {
     /// `Vm::run` calls.
     pub chunks: u64,
@@ -66,7 +67,8 @@ pub struct WorldStats {
 }
 
 /// A queued happening, addressed to one node or (faults) to the whole world.
-enum Action {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Action {
     Apply(Fault),
     /// The end of fault `id` (a lasting partition, clog, window, pause, kill, skew).
     End {

@@ -48,8 +48,8 @@ pub(super) struct Node {
     pub carried: Option<VirtioDevices>,
     /// Trace hashes of earlier boots, in order.
     pub past_traces: Vec<u64>,
-    serial_line: Vec<u8>,
-    agent: Decoder,
+    pub serial_line: Vec<u8>,
+    pub agent: Decoder,
 }
 
 impl Node {

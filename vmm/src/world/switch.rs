@@ -15,7 +15,7 @@ use rand_chacha::ChaCha20Rng;
 use super::config::NetworkConfig;
 use super::events::DropReason;
 use crate::clock::VirtualTime;
-use crate::seed;
+use crate::seed::{self, StreamState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -29,18 +29,33 @@ pub enum Verdict {
 }
 
 /// The fault windows that raise a probability for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Window {
     Loss,
     Duplicate,
     Reorder,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldFrame {
     pub from: usize,
     pub to: usize,
     pub frame: Vec<u8>,
+}
+
+/// The snapshot form of [`Switch`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SwitchState {
+    pub config: NetworkConfig,
+    pub partitions: Vec<(u64, Vec<(usize, usize)>)>,
+    pub clogged: Vec<usize>,
+    pub held: Vec<HeldFrame>,
+    pub windows: Vec<(Window, u64, f64)>,
+    pub last_arrival: Vec<((usize, usize), VirtualTime)>,
+    /// latency, loss, duplicate, reorder.
+    pub streams: [StreamState; 4],
 }
 
 pub struct Switch {
@@ -93,6 +108,63 @@ impl Switch {
 
     pub fn config(&self) -> &NetworkConfig {
         &self.config
+    }
+
+    /// Everything, for a snapshot: held frames, partitions, windows, FIFO marks and the
+    /// position of every stream.
+    pub fn state(&self) -> SwitchState {
+        SwitchState {
+            config: self.config.clone(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(id, pairs)| (*id, pairs.iter().copied().collect()))
+                .collect(),
+            clogged: self.clogged.iter().copied().collect(),
+            held: self.held.iter().cloned().collect(),
+            windows: self
+                .windows
+                .iter()
+                .map(|((k, id), p)| (*k, *id, *p))
+                .collect(),
+            last_arrival: self.last_arrival.iter().map(|(l, t)| (*l, *t)).collect(),
+            streams: [
+                &self.latency_rng,
+                &self.loss_rng,
+                &self.duplicate_rng,
+                &self.reorder_rng,
+            ]
+            .map(StreamState::of),
+        }
+    }
+
+    pub fn from_state(s: &SwitchState) -> Self {
+        let [latency, loss, duplicate, reorder] = &s.streams;
+        Switch {
+            config: s.config.clone(),
+            partitions: s
+                .partitions
+                .iter()
+                .map(|(id, pairs)| (*id, pairs.iter().copied().collect()))
+                .collect(),
+            clogged: s.clogged.iter().copied().collect(),
+            held: s.held.iter().cloned().collect(),
+            windows: s.windows.iter().map(|(k, id, p)| ((*k, *id), *p)).collect(),
+            last_arrival: s.last_arrival.iter().copied().collect(),
+            latency_rng: latency.resume(),
+            loss_rng: loss.resume(),
+            duplicate_rng: duplicate.resume(),
+            reorder_rng: reorder.resume(),
+        }
+    }
+
+    /// A fork's new network randomness: every stream restarts from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        let fresh = Switch::new(seed, self.config.clone());
+        self.latency_rng = fresh.latency_rng;
+        self.loss_rng = fresh.loss_rng;
+        self.duplicate_rng = fresh.duplicate_rng;
+        self.reorder_rng = fresh.reorder_rng;
     }
 
     fn probability(&self, kind: Window) -> f64 {

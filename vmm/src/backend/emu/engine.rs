@@ -277,6 +277,39 @@ impl Engine {
         self.flush_tlb()
     }
 
+    /// The loaded vCPU's CPU context: the bytes `uc_context_save` copies (see
+    /// [`crate::vcpu::VcpuState::Emu`]). Only between runs.
+    pub fn cpu_context(&self) -> &[u8] {
+        let len = self.context_size();
+        // SAFETY: the context is the first `len` bytes of the live CPUX86State, and no
+        // emulation runs while `&self` is held.
+        unsafe { std::slice::from_raw_parts(self.state().cpu.env as *const u8, len) }
+    }
+
+    /// Loads `bytes` from [`Self::cpu_context`] of an engine of the same build into the
+    /// loaded vCPU, as `uc_context_restore` would.
+    pub fn set_cpu_context(&mut self, bytes: &[u8]) -> Result<(), VcpuError> {
+        let len = self.context_size();
+        if bytes.len() != len {
+            return Err(unavailable(format!(
+                "a saved CPU context of {} bytes does not fit this engine's {len} \
+                 (a snapshot from another Unicorn build?)",
+                bytes.len()
+            )));
+        }
+        // SAFETY: as in `cpu_context`; the pointer fields inside (QEMU's breakpoint
+        // pointers) are null in every context detvm saves: it sets no breakpoints.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.state().cpu.env.cast(), len);
+        }
+        self.flush_tlb()
+    }
+
+    fn context_size(&self) -> usize {
+        // SAFETY: every context of this engine was allocated by uc_context_alloc.
+        unsafe { int::context_size(self.contexts[0]) }
+    }
+
     /// After CR3, paging or vCPU changes made outside guest code.
     pub fn flush_tlb(&mut self) -> Result<(), VcpuError> {
         let c = ControlType(ControlType::TLB_FLUSH.0 | ControlType::IO_WRITE.0);

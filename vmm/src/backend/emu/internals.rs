@@ -105,6 +105,16 @@ const TB_EFLAGS_MASK: u64 = 0x3000 | 0x100 | 0x1_0000 | 0x2_0000 | 0x4_0000; // 
 pub const R_CS: usize = 1;
 pub const R_SS: usize = 2;
 
+/// The CPU-state size a context holds: `uc_context.context_size`, its first field (a
+/// `size_t`), set by `uc_context_alloc` to `offsetof(CPUX86State, end_reset_fields)`.
+///
+/// # Safety
+/// `ctx` must come from `uc_context_alloc`.
+pub unsafe fn context_size(ctx: *const unicorn_engine::uc_context) -> usize {
+    // SAFETY: the caller guarantees a live context; its first field is a size_t.
+    unsafe { rd(ctx.cast(), 0) }
+}
+
 /// Opaque QEMU types: only ever handled by pointer.
 pub type CpuState = c_void;
 pub type Env = c_void;

@@ -10,7 +10,7 @@ use super::counting::{HookState, Mode, Stop};
 use super::engine::Engine;
 use super::hooks::{reg, set_reg};
 use super::internals::{self as int, Cpu};
-use crate::vcpu::{GuestIo, Vcpu, VcpuError, VcpuExit};
+use crate::vcpu::{GuestIo, Vcpu, VcpuError, VcpuExit, VcpuState};
 
 const IF: u64 = 1 << 9;
 
@@ -443,6 +443,32 @@ impl Vcpu for EmuVcpu {
         check_msr(index)?;
         let eng = self.engine()?;
         write_msr(eng.state(), index, value);
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<VcpuState, VcpuError> {
+        let eng = self.engine()?;
+        let pending_triple_fault = match self.pending {
+            None => None,
+            Some(VcpuExit::TripleFault { rip }) => Some(rip),
+            Some(other) => return Err(backend_err(0, format!("unexpected pending {other:?}"))),
+        };
+        Ok(VcpuState::Emu {
+            context: eng.cpu_context().to_vec(),
+            retired: self.retired,
+            pending_triple_fault,
+        })
+    }
+
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError> {
+        let VcpuState::Emu {
+            context,
+            retired,
+            pending_triple_fault,
+        } = state;
+        self.engine()?.set_cpu_context(context)?;
+        self.retired = *retired;
+        self.pending = pending_triple_fault.map(|rip| VcpuExit::TripleFault { rip });
         Ok(())
     }
 }

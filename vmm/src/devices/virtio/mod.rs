@@ -427,6 +427,15 @@ impl VirtioDevices {
         Ok(devices)
     }
 
+    /// A fork's new entropy: virtio-rng goes on with the stream of `seed`.
+    pub fn reseed_rng(&mut self, seed: u64) {
+        for slot in &mut self.slots {
+            if let AnyDevice::Rng(r) = slot.transport.device_mut() {
+                *r = Rng::from_seed(seed);
+            }
+        }
+    }
+
     /// The VM crashed: every disk drops its unflushed writes.
     pub fn crash_disks(&mut self) {
         for slot in &mut self.slots {

@@ -1,0 +1,471 @@
+//! Snapshot files: a World on disk, full or incremental (a child of another file).
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! magic "DETVMSNP" | version u32 | kind u32 (0 full, 1 child) | section count u32
+//! per section: tag [u8; 4] | length u64 | payload
+//! SHA-256 of every byte before it (32 bytes)
+//! ```
+//!
+//! Sections: `PRNT` (child only: the parent's SHA-256, then its file name, read from the
+//! child's folder), `STAT` (zstd of the JSON `WorldState`), one `MEM ` per node with a
+//! VM: node index u32 | RAM size u64 | page count u64 | page numbers u64 each (strictly
+//! increasing) | zstd of the pages' bytes. A full file holds every non-zero page; a child
+//! only the pages that differ from its parent's (for a node whose RAM is not the
+//! parent's, every non-zero page). The checksum is verified before anything is parsed,
+//! so a corrupted or truncated file is refused before any of it is used.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::{MemoryImage, SnapshotError};
+use crate::memory::{frozen_image, PAGE};
+use crate::world::snapshot::{WorldSnapshot, WorldState};
+use crate::world::WorldConfig;
+
+const MAGIC: &[u8; 8] = b"DETVMSNP";
+pub const VERSION: u32 = 1;
+const KIND_FULL: u32 = 0;
+const KIND_CHILD: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 4;
+const SUM_LEN: usize = 32;
+/// zstd level for pages and state: fast, and guest pages compress well at any level.
+const LEVEL: i32 = 1;
+
+/// What [`save`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub pages: u64,
+    pub checksum: [u8; 32],
+}
+
+/// Writes `snap` to `path`: in full, or as a child of the snapshot `parent` (in memory,
+/// as taken from the same world) stored in the file `parent_path`.
+pub fn save(
+    snap: &WorldSnapshot,
+    path: &Path,
+    parent: Option<(&Path, &WorldSnapshot)>,
+) -> Result<Written, SnapshotError> {
+    let mut sections: Vec<([u8; 4], Vec<u8>)> = Vec::new();
+    if let Some((parent_path, _)) = parent {
+        let sum = checksum_of_file(parent_path)?;
+        let name = parent_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| file_err(parent_path, "the parent file name is not UTF-8"))?;
+        let mut p = sum.to_vec();
+        p.extend_from_slice(name.as_bytes());
+        sections.push((*b"PRNT", p));
+    }
+    let json = serde_json::to_vec(&snap.state).map_err(|e| file_err(path, e.to_string()))?;
+    sections.push((*b"STAT", compress(&json, path)?));
+    let mut total_pages = 0;
+    for (node, image) in snap.memory.iter().enumerate() {
+        let Some(image) = image else { continue };
+        let base = parent
+            .and_then(|(_, p)| p.memory.get(node)?.as_ref())
+            .filter(|p| Arc::ptr_eq(&p.base, &image.base) && p.size == image.size);
+        let (numbers, bytes) = match base {
+            Some(parent_image) => changed_pages(image, parent_image)?,
+            None => nonzero_pages(image)?,
+        };
+        total_pages += numbers.len() as u64;
+        let mut m = Vec::with_capacity(20 + numbers.len() * 8);
+        m.extend_from_slice(&(node as u32).to_le_bytes());
+        m.extend_from_slice(&image.size.to_le_bytes());
+        m.extend_from_slice(&(numbers.len() as u64).to_le_bytes());
+        for n in &numbers {
+            m.extend_from_slice(&n.to_le_bytes());
+        }
+        m.extend_from_slice(&compress(&bytes, path)?);
+        sections.push((*b"MEM ", m));
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    let kind = if parent.is_some() {
+        KIND_CHILD
+    } else {
+        KIND_FULL
+    };
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (tag, payload) in &sections {
+        out.extend_from_slice(tag);
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    let checksum: [u8; 32] = Sha256::digest(&out).into();
+    out.extend_from_slice(&checksum);
+    // Written whole under a temporary name, then renamed: a crash never leaves half a file.
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, &out).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    Ok(Written {
+        bytes: out.len() as u64,
+        pages: total_pages,
+        checksum,
+    })
+}
+
+/// Reads a snapshot file (and, for a child, its parents) into a World snapshot whose
+/// host resources come from `config` (the configuration the world was built from).
+pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, SnapshotError> {
+    let parsed = Parsed::read(path)?;
+    let state: WorldState =
+        serde_json::from_slice(&decompress(parsed.section(b"STAT", path)?, path, "STAT")?)
+            .map_err(|e| file_err(path, format!("section STAT: {e}")))?;
+    let configs = WorldSnapshot::node_configs(config);
+    let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+    let wanted: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    if names != wanted {
+        return Err(file_err(
+            path,
+            format!("the snapshot's nodes {names:?} are not this system's {wanted:?}"),
+        ));
+    }
+    let parent = match parsed.kind {
+        KIND_FULL => None,
+        _ => {
+            let p = parsed.section(b"PRNT", path)?;
+            if p.len() <= 32 {
+                return Err(file_err(path, "section PRNT is too short"));
+            }
+            let name = std::str::from_utf8(&p[32..])
+                .map_err(|_| file_err(path, "section PRNT: the parent name is not UTF-8"))?;
+            let parent_path = path.with_file_name(name);
+            let sum = checksum_of_file(&parent_path)?;
+            if sum[..] != p[..32] {
+                return Err(file_err(
+                    path,
+                    format!(
+                        "its parent {} has changed since the child was written",
+                        parent_path.display()
+                    ),
+                ));
+            }
+            Some(load(&parent_path, config)?)
+        }
+    };
+    let mut memory: Vec<Option<MemoryImage>> = vec![None; state.nodes.len()];
+    for m in parsed.sections(b"MEM ") {
+        let (node, image) = read_memory(m, path, parent.as_ref())?;
+        let slot = memory
+            .get_mut(node)
+            .ok_or_else(|| file_err(path, format!("section MEM names node {node}")))?;
+        *slot = Some(image);
+    }
+    for (n, m) in state.nodes.iter().zip(&memory) {
+        if n.vm.is_some() != m.is_some() {
+            return Err(file_err(
+                path,
+                format!("node {}: VM state and memory section disagree", n.name),
+            ));
+        }
+    }
+    Ok(WorldSnapshot {
+        state,
+        memory,
+        configs,
+    })
+}
+
+/// The file's own checksum (its last 32 bytes), after verifying it.
+pub fn checksum_of_file(path: &Path) -> Result<[u8; 32], SnapshotError> {
+    Ok(Parsed::read(path)?.checksum)
+}
+
+#[derive(Debug)]
+struct Parsed {
+    kind: u32,
+    checksum: [u8; 32],
+    sections: Vec<([u8; 4], Vec<u8>)>,
+}
+
+impl Parsed {
+    fn read(path: &Path) -> Result<Parsed, SnapshotError> {
+        let data = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        if data.len() < HEADER_LEN + SUM_LEN {
+            if data.len() >= 8 && &data[..8] != MAGIC {
+                return Err(file_err(path, "not a detvm snapshot (bad magic)"));
+            }
+            return Err(file_err(
+                path,
+                format!("truncated: {} bytes, shorter than any snapshot", data.len()),
+            ));
+        }
+        if &data[..8] != MAGIC {
+            return Err(file_err(path, "not a detvm snapshot (bad magic)"));
+        }
+        let version = u32_at(&data, 8);
+        if version != VERSION {
+            return Err(file_err(
+                path,
+                format!("snapshot format version {version}; this detvm reads version {VERSION}"),
+            ));
+        }
+        let (body, sum) = data.split_at(data.len() - SUM_LEN);
+        let actual: [u8; 32] = Sha256::digest(body).into();
+        if actual[..] != sum[..] {
+            return Err(file_err(
+                path,
+                "checksum mismatch: the file is corrupted or truncated",
+            ));
+        }
+        let kind = u32_at(body, 12);
+        if kind != KIND_FULL && kind != KIND_CHILD {
+            return Err(file_err(path, format!("unknown snapshot kind {kind}")));
+        }
+        let count = u32_at(body, 16) as usize;
+        let mut sections = Vec::new();
+        let mut at = HEADER_LEN;
+        for i in 0..count {
+            let head = body
+                .get(at..at + 12)
+                .ok_or_else(|| file_err(path, format!("section {i}: header past the end")))?;
+            let tag: [u8; 4] = head[..4].try_into().expect("4 bytes");
+            let len = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+            let start = at + 12;
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| start.checked_add(l))
+                .filter(|&e| e <= body.len())
+                .ok_or_else(|| {
+                    file_err(path, format!("section {i} ({len} bytes) runs past the end"))
+                })?;
+            sections.push((tag, body[start..end].to_vec()));
+            at = end;
+        }
+        if at != body.len() {
+            return Err(file_err(path, "bytes after the last section"));
+        }
+        Ok(Parsed {
+            kind,
+            checksum: sum.try_into().expect("32 bytes"),
+            sections,
+        })
+    }
+
+    fn section(&self, tag: &[u8; 4], path: &Path) -> Result<&[u8], SnapshotError> {
+        let found = self
+            .sections
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, p)| p.as_slice());
+        found.ok_or_else(|| {
+            file_err(
+                path,
+                format!("section {} is missing", String::from_utf8_lossy(tag)),
+            )
+        })
+    }
+
+    fn sections<'a>(&'a self, tag: &'a [u8; 4]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.sections
+            .iter()
+            .filter(move |(t, _)| t == tag)
+            .map(|(_, p)| p.as_slice())
+    }
+}
+
+/// One `MEM ` section as a memory image: on top of the parent's image for a child whose
+/// parent has that node's RAM of the same size, else on zeroes.
+fn read_memory(
+    m: &[u8],
+    path: &Path,
+    parent: Option<&WorldSnapshot>,
+) -> Result<(usize, MemoryImage), SnapshotError> {
+    let bad = |what: String| file_err(path, format!("section MEM: {what}"));
+    if m.len() < 20 {
+        return Err(bad("too short".into()));
+    }
+    let node = u32_at(m, 0) as usize;
+    let size = u64::from_le_bytes(m[4..12].try_into().expect("8 bytes"));
+    let count = u64::from_le_bytes(m[12..20].try_into().expect("8 bytes"));
+    if size == 0 || size % PAGE != 0 || size > crate::layout::MAX_RAM {
+        return Err(bad(format!("node {node}: bad RAM size {size}")));
+    }
+    let list_end = usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(8))
+        .and_then(|b| b.checked_add(20))
+        .filter(|&e| e <= m.len())
+        .ok_or_else(|| bad(format!("node {node}: {count} pages do not fit")))?;
+    let numbers: Vec<u64> = m[20..list_end]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if numbers.windows(2).any(|w| w[0] >= w[1]) || numbers.last().is_some_and(|&l| l >= size / PAGE)
+    {
+        return Err(bad(format!(
+            "node {node}: page list out of order or out of range"
+        )));
+    }
+    let bytes = decompress(&m[list_end..], path, "MEM")?;
+    if bytes.len() as u64 != count * PAGE {
+        return Err(bad(format!(
+            "node {node}: {} bytes of pages for {count} pages",
+            bytes.len()
+        )));
+    }
+    let pages = numbers.iter().zip(bytes.chunks_exact(PAGE as usize));
+    let on_parent = parent
+        .and_then(|p| p.memory.get(node)?.clone())
+        .filter(|p| p.size == size);
+    let image = match on_parent {
+        // A child: the parent's image with these pages on top.
+        Some(p) => {
+            let mut merged: std::collections::BTreeMap<u64, Box<[u8]>> =
+                p.pages.iter().map(|(n, b)| (*n, b.clone())).collect();
+            for (n, b) in pages {
+                merged.insert(*n, Box::from(b));
+            }
+            MemoryImage {
+                size,
+                base: p.base.clone(),
+                pages: Arc::new(merged.into_iter().collect()),
+            }
+        }
+        None => {
+            let base = frozen_image(size, pages.map(|(n, b)| (*n, b)))?;
+            MemoryImage {
+                size,
+                base: Arc::new(base),
+                pages: Arc::new(Vec::new()),
+            }
+        }
+    };
+    Ok((node, image))
+}
+
+/// Every page of `image` that is not all zeroes, as (numbers, concatenated bytes).
+fn nonzero_pages(image: &MemoryImage) -> Result<(Vec<u64>, Vec<u8>), SnapshotError> {
+    let mut numbers = Vec::new();
+    let mut bytes = Vec::new();
+    let mut page = vec![0u8; PAGE as usize];
+    for n in 0..image.page_count() {
+        image.read_page(n, &mut page)?;
+        if page.iter().any(|&b| b != 0) {
+            numbers.push(n);
+            bytes.extend_from_slice(&page);
+        }
+    }
+    Ok((numbers, bytes))
+}
+
+/// Pages of `image` that differ from `parent` (both over the same base, so only pages
+/// written since the base was frozen can differ: `image.pages`, found by write tracking).
+fn changed_pages(
+    image: &MemoryImage,
+    parent: &MemoryImage,
+) -> Result<(Vec<u64>, Vec<u8>), SnapshotError> {
+    let mut numbers = Vec::new();
+    let mut bytes = Vec::new();
+    let mut old = vec![0u8; PAGE as usize];
+    for (n, new) in image.pages.iter() {
+        parent.read_page(*n, &mut old)?;
+        if old[..] != new[..] {
+            numbers.push(*n);
+            bytes.extend_from_slice(new);
+        }
+    }
+    Ok((numbers, bytes))
+}
+
+fn compress(data: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    zstd::bulk::compress(data, LEVEL).map_err(|e| io_err(path, e))
+}
+
+fn decompress(data: &[u8], path: &Path, section: &str) -> Result<Vec<u8>, SnapshotError> {
+    zstd::stream::decode_all(data)
+        .map_err(|e| file_err(path, format!("section {section}: not valid zstd data: {e}")))
+}
+
+fn u32_at(data: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn file_err(path: &Path, what: impl Into<String>) -> SnapshotError {
+    SnapshotError::File {
+        path: path.display().to_string(),
+        what: what.into(),
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The file name of the snapshot of a run at `at`, e.g. `snapshot-000001500000000.dsnap`.
+pub fn file_name_at(at: crate::clock::VirtualTime) -> PathBuf {
+    PathBuf::from(format!("snapshot-{:015}.dsnap", at.as_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A well-formed file with one `STAT` section holding `payload`.
+    fn file_bytes(payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&KIND_FULL.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(b"STAT");
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Parsed, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.dsnap");
+        std::fs::write(&path, bytes).unwrap();
+        Parsed::read(&path).map_err(|e| {
+            let text = e.to_string();
+            assert!(text.contains("w.dsnap"), "the error names the file: {text}");
+            text
+        })
+    }
+
+    #[test]
+    fn reads_a_well_formed_file() {
+        let p = read(&file_bytes(b"hello")).unwrap();
+        assert_eq!(p.sections, vec![(*b"STAT", b"hello".to_vec())]);
+    }
+
+    #[test]
+    fn refuses_damaged_files_with_a_clear_reason() {
+        let good = file_bytes(b"some state");
+        let mut flipped = good.clone();
+        flipped[30] ^= 1;
+        assert!(read(&flipped).unwrap_err().contains("checksum mismatch"));
+        assert!(read(&good[..good.len() - 5])
+            .unwrap_err()
+            .contains("checksum mismatch"));
+        assert!(read(&good[..10]).unwrap_err().contains("truncated"));
+        let mut magic = good.clone();
+        magic[0] = b'X';
+        assert!(read(&magic).unwrap_err().contains("bad magic"));
+        let mut version = good[..good.len() - 32].to_vec();
+        version[8] = 9;
+        let sum: [u8; 32] = Sha256::digest(&version).into();
+        version.extend_from_slice(&sum);
+        assert!(read(&version).unwrap_err().contains("version 9"));
+        // A section length past the end, under a valid checksum.
+        let mut long = good[..good.len() - 32].to_vec();
+        long[24] = 0xff;
+        let sum: [u8; 32] = Sha256::digest(&long).into();
+        long.extend_from_slice(&sum);
+        assert!(read(&long).unwrap_err().contains("runs past the end"));
+    }
+}
