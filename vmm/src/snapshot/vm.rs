@@ -12,11 +12,10 @@ impl Vm {
     /// Captures the VM between two [`Vm::run`] calls. Guest RAM is frozen, not copied
     /// (see [`GuestRam::freeze`]); the VM goes on unchanged.
     pub fn snapshot(&mut self) -> Result<VmSnapshot, SnapshotError> {
+        // vCPU state first: a backend without snapshots fails before RAM is frozen.
+        let state = self.state()?;
         let memory = MemoryImage::capture(&mut self._ram)?;
-        Ok(VmSnapshot {
-            memory,
-            state: self.state()?,
-        })
+        Ok(VmSnapshot { memory, state })
     }
 
     /// Everything but guest RAM.

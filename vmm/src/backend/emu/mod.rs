@@ -28,7 +28,8 @@
 //!   MSR emulation in Unicorn); unknown MSRs read 0 without #GP. The TSC is only visible
 //!   through RDTSC, which goes to `GuestIo::rdtsc`.
 //! - `request_interrupt_window` is a no-op: `interruptible` is exact at every exit.
-//! - The trait has no FPU/SSE/XSAVE state accessors yet, so a snapshot cannot carry them.
+//! - `save_state`/`restore_state` move the whole CPU context (FPU/SSE/XSAVE included) as
+//!   the bytes `uc_context_save` copies, plus the retired count (docs/snapshots.md).
 
 mod counting;
 mod engine;
