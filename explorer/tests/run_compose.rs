@@ -7,61 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use serde_json::Value;
-
-fn detvm() -> &'static str {
-    env!("CARGO_BIN_EXE_detvm")
-}
+use common::cli::{detvm, example_home, property, read_json, text};
 
 /// One `.detvm` home for this test binary, with the example images built once.
 fn home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
-    HOME.get_or_init(|| {
-        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-compose-home");
-        std::fs::create_dir_all(&home).unwrap();
-        let out = Command::new(common::repo_root().join("examples/kv/build-images.sh"))
-            .env("DETVM_HOME", &home)
-            .env("DETVM", detvm())
-            .output()
-            .expect("run build-images.sh");
-        assert!(
-            out.status.success(),
-            "build-images.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        home
-    })
+    HOME.get_or_init(|| example_home("run-compose-home", "examples/kv/build-images.sh"))
 }
 
 fn run_detvm(args: &[&str]) -> Output {
-    Command::new(detvm())
-        .args(args)
-        .env("DETVM_HOME", home())
-        .current_dir(common::repo_root())
-        .output()
-        .expect("run detvm")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn property<'a>(report: &'a Value, message: &str) -> &'a Value {
-    report["properties"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["message"] == message)
-        .unwrap_or_else(|| panic!("no property {message:?} in {report:#}"))
+    common::cli::run_detvm(home(), args)
 }
 
 const KV: &str = "examples/kv/docker-compose.yaml";

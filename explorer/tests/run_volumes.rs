@@ -4,25 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn detvm(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detvm"))
-        .args(args)
-        .env("DETVM_HOME", home)
-        .current_dir(common::repo_root())
-        .output()
-        .expect("run detvm")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::cli::{run_detvm as detvm, text};
 
 const CHECK_MOUNTS: &str = r#"#!/bin/sh
 set -e
