@@ -252,7 +252,6 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     let mut sup = Supervisor::new(world, tracked, seed, duration.as_nanos() as u64, interrupt);
     sup.set_log_dir(run_dir.clone());
     let bar = progress_bar(opts.progress, duration);
-    let mut flush_error = None;
     let ending = sup.run(
         &mut |vt, phase| {
             bar.set_position(vt / 1_000_000);
@@ -260,15 +259,12 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         },
         &mut |events| {
             let batch = std::mem::take(events);
-            store.append_events(&run_id, &batch).map_err(|e| {
-                let m = e.to_string();
-                flush_error = Some(m.clone());
-                m
-            })
+            store
+                .append_events(&run_id, &batch)
+                .map_err(|e| e.to_string())
         },
     );
     bar.finish_and_clear();
-    let _ = flush_error;
     sup.stopping();
     sup.check_determinism();
     let vtime_end = sup.now();
