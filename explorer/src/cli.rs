@@ -30,8 +30,12 @@ enum Command {
     /// 3 infrastructure error, 4 bad input, 5 a test command hung, 130 interrupted.
     Run(crate::run_cmd::RunArgs),
     /// Run a compose system several times with one seed and compare trace hashes and
-    /// events; name the first divergence (exit 6 when runs differ).
+    /// events; name the first divergence (exit 6 when runs differ; 2, 3 or 5 when identical
+    /// runs stopped before their test finished).
     Check(crate::run_cmd::CheckArgs),
+    /// Replay a run to a moment `RUN@VTIME` from its nearest snapshot (`run --snapshot-at`)
+    /// and print the state there and the trace hash; exit 6 if it differs from the run.
+    Replay(crate::run_cmd::ReplayArgs),
     /// List the runs in the run store (.detvm/runs.db).
     Runs,
 }
@@ -53,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => crate::doctor_cmd::run(args),
         Command::Run(args) => crate::run_cmd::run(args),
         Command::Check(args) => crate::run_cmd::check(args),
+        Command::Replay(args) => crate::run_cmd::replay(args),
         Command::Runs => crate::run_cmd::list(),
         Command::Paths => {
             println!("cache: {}", crate::paths::cache_dir().display());

@@ -108,7 +108,7 @@ pub enum Action {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
     First,
     Drivers,
@@ -119,6 +119,8 @@ enum Phase {
     Done,
 }
 
+/// Serde: it is part of a run's snapshot (the RNG by its exact stream position).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Composer {
     template: Option<String>,
     commands: Vec<TestCommand>,
@@ -129,6 +131,7 @@ pub struct Composer {
     cursor: usize,
     singleton_done: bool,
     max_parallel: usize,
+    #[serde(with = "rng_position")]
     rng: ChaCha20Rng,
     /// A serial driver waiting for the parallel ones to finish.
     serial_waiting: Option<TestCommand>,
@@ -332,6 +335,22 @@ impl Composer {
                 actions.push(action);
             }
         }
+    }
+}
+
+/// A ChaCha stream as its [`vmm::seed::StreamState`], so a restored composer draws the
+/// same numbers next.
+mod rng_position {
+    use rand_chacha::ChaCha20Rng;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use vmm::seed::StreamState;
+
+    pub fn serialize<S: Serializer>(rng: &ChaCha20Rng, s: S) -> Result<S::Ok, S::Error> {
+        StreamState::of(rng).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChaCha20Rng, D::Error> {
+        Ok(StreamState::deserialize(d)?.resume())
     }
 }
 

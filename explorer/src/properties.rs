@@ -130,7 +130,7 @@ pub struct Property {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Tally {
     kind: String,
     message: String,
@@ -147,7 +147,8 @@ struct Tally {
 }
 
 /// Collects assertion reports in event order and decides each property at the end.
-#[derive(Debug, Clone, Default)]
+/// Serde: it is part of a run's snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PropertyBook {
     tallies: BTreeMap<String, Tally>,
 }

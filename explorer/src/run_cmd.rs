@@ -42,6 +42,22 @@ pub struct RunArgs {
     /// Also write JUnit XML here (for CI).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Snapshot the whole run (every VM, the network, the runner) at these virtual times,
+    /// e.g. `5s,20s`, for `detvm replay` (docs/snapshots.md).
+    #[arg(long, value_delimiter = ',', value_parser = parse_vtime)]
+    pub snapshot_at: Vec<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The moment, `RUN@VTIME` (e.g. `r3c9a51e2f0@12.5s`), as `detvm run` prints it.
+    pub moment: crate::moment::Moment,
+    /// Boot the run again instead of starting from its nearest snapshot.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Also write the state at the moment as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +71,10 @@ pub struct CheckArgs {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::compose::parse_duration(s)
+}
+
+fn parse_vtime(s: &str) -> Result<u64, String> {
+    crate::moment::parse_vtime(s)
 }
 
 fn parse_epoch(s: &str) -> Result<i64, String> {
@@ -96,6 +116,7 @@ fn options(a: RunArgs) -> RunOptions {
         junit: a.junit,
         home: home(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        snapshot_at: a.snapshot_at,
     }
 }
 
@@ -133,6 +154,31 @@ pub fn check(args: CheckArgs) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `detvm replay RUN@VTIME`: the state at a moment, replayed and checked against the run.
+pub fn replay(args: ReplayArgs) -> ExitCode {
+    let opts = run::replay::ReplayOptions {
+        home: home(),
+        moment: args.moment,
+        from_start: args.from_start,
+    };
+    let summary = match run::replay::replay(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    print!("{}", run::replay::render(&summary));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(exit::INFRASTRUCTURE);
+        }
+    }
+    ExitCode::from(summary.exit_code())
 }
 
 /// `detvm runs`: the run store, newest first.

@@ -89,6 +89,12 @@ while IFS= read -r line; do
 done <"$here/detvm.config"
 [ $bad -eq 0 ]
 
+# The same bytes on every host: the version banner (uname, /proc/version, the boot log)
+# otherwise carries the build time, user and host, and a different banner shifts every
+# guest's timing, so a seed would replay differently on another machine.
+export KBUILD_BUILD_TIMESTAMP="2026-01-01 00:00:00 UTC" KBUILD_BUILD_USER=detvm \
+  KBUILD_BUILD_HOST=detvm KBUILD_BUILD_VERSION=1
+
 step="make bzImage vmlinux (-j$jobs, several minutes)"
 say "$step; log: $log"
 make -C "$src" -j"$jobs" bzImage vmlinux >>"$log" 2>&1 &

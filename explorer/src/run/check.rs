@@ -37,6 +37,7 @@ pub fn first_difference(a: &[StoredEvent], b: &[StoredEvent]) -> Option<String> 
 /// Runs `runs` times; returns the exit code and prints the verdict.
 pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8, RunError> {
     let mut first: Option<(String, String, Vec<StoredEvent>, String)> = None;
+    let mut incomplete = None;
     for n in 1..=runs.max(2) {
         eprintln!("detvm check: run {n} of {}", runs.max(2));
         let result = run(opts, interrupt)?;
@@ -51,11 +52,18 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
         let id = result.report.run.clone();
         let trace = result.report.trace_hash.clone();
         let verdicts = serde_json::to_string(&result.report.properties).expect("serializes");
+        let why = result
+            .report
+            .message
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
         println!(
-            "run {id}: {} — trace {trace}, {} events",
+            "run {id}: {}{why} — trace {trace}, {} events",
             result.report.status.as_str(),
             events.len()
         );
+        incomplete = incomplete.or(run_did_not_complete(result.exit));
         match &first {
             None => first = Some((id, trace, events, verdicts)),
             Some((first_id, first_trace, first_events, first_verdicts)) => {
@@ -79,7 +87,16 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
         "deterministic: {} runs, one trace hash, one event stream, the same properties",
         runs.max(2)
     );
-    Ok(exit::PASSED)
+    // Identical runs that never got to test anything are not a pass.
+    Ok(incomplete.unwrap_or(exit::PASSED))
+}
+
+/// The exit code of a run that stopped before its test finished (setup failed, an
+/// infrastructure error, a hung driver); `None` for one that ran to its verdicts.
+fn run_did_not_complete(code: u8) -> Option<u8> {
+    [exit::SETUP_FAILED, exit::INFRASTRUCTURE, exit::DRIVER_HUNG]
+        .contains(&code)
+        .then_some(code)
 }
 
 #[cfg(test)]
@@ -104,5 +121,17 @@ mod tests {
         assert!(d.starts_with("event #1 at 0.001s on web"), "{d}");
         assert_eq!(first_difference(&a, &a), None);
         assert!(first_difference(&a, &a[..2]).unwrap().contains("3 events"));
+    }
+
+    #[test]
+    fn only_runs_that_stopped_early_change_the_exit_code() {
+        assert_eq!(run_did_not_complete(exit::PASSED), None);
+        assert_eq!(run_did_not_complete(exit::PROPERTIES_FAILED), None);
+        assert_eq!(
+            run_did_not_complete(exit::INFRASTRUCTURE),
+            Some(exit::INFRASTRUCTURE)
+        );
+        assert_eq!(run_did_not_complete(exit::SETUP_FAILED), Some(2));
+        assert_eq!(run_did_not_complete(exit::DRIVER_HUNG), Some(5));
     }
 }

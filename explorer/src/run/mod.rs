@@ -3,8 +3,11 @@
 //! kept in the run store (docs/runs.md).
 
 pub mod check;
+mod inputs;
+pub mod replay;
 mod services;
 mod setup;
+mod snapshots;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use vmm::world::{FaultPlan, Span};
 use crate::compose::{self, Compose, FaultMode};
 use crate::report::{self, RunReport};
 use crate::store::{RunStatus, RunStore};
+use detvm_protocol::spec::ImageRun;
+use inputs::{Fingerprint, RunInputs};
 use services::Tracked;
 use supervisor::{Ending, Supervisor};
 
@@ -55,6 +60,8 @@ pub struct RunOptions {
     /// The `.detvm` folder: run store and image store.
     pub home: PathBuf,
     pub progress: bool,
+    /// Virtual times (ns) to snapshot the whole run at (`--snapshot-at`).
+    pub snapshot_at: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +187,19 @@ fn reproduce_command(opts: &RunOptions, seed: u64, duration: Duration, epoch: i6
     cmd
 }
 
-/// Runs a compose system once. `interrupt` is set by Ctrl-C.
-pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunError> {
+/// Everything a run is built from, resolved: shared by [`run`] and [`replay`].
+struct Prepared {
+    compose: Compose,
+    seed: u64,
+    duration: Duration,
+    epoch: i64,
+    plan: FaultPlan,
+    images: Vec<(PathBuf, ImageRun)>,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+fn prepare(opts: &RunOptions) -> Result<Prepared, RunError> {
     let compose = load_compose(opts)?;
     setup::refuse_unsupported(&compose)?;
     let seed = opts.seed.or(compose.settings.seed).unwrap_or(0);
@@ -194,12 +212,65 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         .or(compose.settings.epoch)
         .unwrap_or(DEFAULT_EPOCH);
     let plan = fault_plan(opts, &compose, seed, duration)?;
-
     let image_store = detvm_images::Store::open(opts.home.join("images"))
         .map_err(|e| RunError::Setup(format!("image store: {e}")))?;
     let images = setup::resolve_images(&compose, &image_store, &opts.home)?;
     let (kernel, initrd) = setup::guest_files(&repo_root())?;
-    let plan_text = plan.to_string();
+    Ok(Prepared {
+        compose,
+        seed,
+        duration,
+        epoch,
+        plan,
+        images,
+        kernel,
+        initrd,
+    })
+}
+
+impl Prepared {
+    fn fingerprint(&self) -> Result<Fingerprint, RunError> {
+        Ok(Fingerprint {
+            compose_sha256: inputs::sha256_of(&self.compose.path)?,
+            plan: serde_json::to_string(&self.plan).expect("plans serialize"),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            images: self.images.iter().map(|(p, _)| p.clone()).collect(),
+        })
+    }
+
+    fn world_plan(
+        &self,
+        backend: BackendKind,
+        volumes_dir: &Path,
+    ) -> Result<setup::WorldPlan, RunError> {
+        std::fs::create_dir_all(volumes_dir)
+            .map_err(|e| RunError::Infrastructure(format!("{}: {e}", volumes_dir.display())))?;
+        setup::world_config(
+            &self.compose,
+            self.images.clone(),
+            &self.kernel,
+            &self.initrd,
+            backend,
+            self.seed,
+            self.epoch,
+            self.plan.clone(),
+            volumes_dir,
+        )
+    }
+}
+
+/// Runs a compose system once. `interrupt` is set by Ctrl-C.
+pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunError> {
+    let prepared = prepare(opts)?;
+    let Prepared {
+        seed,
+        duration,
+        epoch,
+        ..
+    } = prepared;
+    let compose = &prepared.compose;
+    let plan_text = prepared.plan.to_string();
     let reproduce = reproduce_command(opts, seed, duration, epoch);
     let mut store =
         RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
@@ -212,22 +283,14 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     );
     eprintln!("detvm: fault plan:\n{plan_text}");
     let run_dir = store.run_dir(&run_id);
-    let volumes_dir = run_dir.join("volumes");
-    let world_plan = std::fs::create_dir_all(&volumes_dir)
-        .map_err(|e| RunError::Infrastructure(format!("{}: {e}", volumes_dir.display())))
-        .and_then(|()| {
-            setup::world_config(
-                &compose,
-                images,
-                &kernel,
-                &initrd,
-                opts.backend,
-                seed,
-                epoch,
-                plan,
-                &volumes_dir,
-            )
-        });
+    let world_plan = prepared
+        .fingerprint()
+        .and_then(|f| {
+            std::fs::create_dir_all(&run_dir)
+                .map_err(|e| RunError::Infrastructure(format!("{}: {e}", run_dir.display())))?;
+            RunInputs::new(opts, seed, duration.as_nanos() as u64, epoch, f).save(&run_dir)
+        })
+        .and_then(|()| prepared.world_plan(opts.backend, &run_dir.join("volumes")));
     let world_plan = match world_plan {
         Ok(p) => p,
         Err(e) => {
@@ -235,7 +298,6 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
             return Err(e);
         }
     };
-
     let world = match vmm::world::World::new(world_plan.config) {
         Ok(w) => w,
         Err(e) => {
@@ -252,6 +314,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     let mut sup = Supervisor::new(world, tracked, seed, duration.as_nanos() as u64, interrupt);
     sup.set_log_dir(run_dir.clone());
     let bar = progress_bar(opts.progress, duration);
+    let mut schedule = snapshots::Schedule::new(&run_dir, opts.snapshot_at.clone());
     let ending = sup.run(
         &mut |vt, phase| {
             bar.set_position(vt / 1_000_000);
@@ -263,6 +326,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
                 .append_events(&run_id, &batch)
                 .map_err(|e| e.to_string())
         },
+        &mut |sup| bar.suspend(|| schedule.take_due(sup)),
     );
     bar.finish_and_clear();
     sup.stopping();
@@ -288,7 +352,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
         ),
         Ok(Ending::SetupFailed(m)) => (RunStatus::SetupFailed, Some(m), exit::SETUP_FAILED),
         Ok(Ending::DriverHung(m)) => (RunStatus::DriverHung, Some(m), exit::DRIVER_HUNG),
-        Ok(Ending::Finished) => {
+        Ok(Ending::Finished | Ending::Reached) => {
             if properties
                 .iter()
                 .any(|p| p.status == crate::properties::Status::Failed)

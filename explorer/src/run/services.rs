@@ -5,7 +5,7 @@ use detvm_protocol::spec::ServiceSpec;
 
 use crate::compose::{Condition, Healthcheck, Service};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Life {
     /// The VM boots; the agent has not said hello.
     Booting,

@@ -16,6 +16,9 @@ use crate::composer::{Action, Composer, Kind, TestCommand, TEST_DIR};
 use crate::properties::{parse_sdk_line, PropertyBook, SdkLine};
 use crate::store::StoredEvent;
 
+mod state;
+pub use state::RunnerState;
+
 /// Virtual time between the runner's turns.
 pub const STEP_NS: u64 = 10_000_000;
 /// Setup (boot, start, health, `first_` commands) must finish within this.
@@ -30,7 +33,7 @@ pub const SETUP: &str = "detvm: setup completed";
 pub const DETERMINISTIC: &str = "detvm: no forced non-deterministic preemption";
 
 /// Why an exec was sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Purpose {
     Health {
         service: usize,
@@ -52,6 +55,8 @@ pub enum Ending {
     SetupFailed(String),
     DriverHung(String),
     Interrupted,
+    /// The stop time set with [`Supervisor::stop_at`] was reached (a replay).
+    Reached,
 }
 
 pub struct Supervisor<'a> {
@@ -76,6 +81,8 @@ pub struct Supervisor<'a> {
     /// Lines for the run folder's log files, by file name, not yet written.
     logs: BTreeMap<String, String>,
     log_dir: Option<std::path::PathBuf>,
+    /// Stop as soon as the world reaches this time, before the runner's turn there.
+    stop_at: Option<u64>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -111,24 +118,39 @@ impl<'a> Supervisor<'a> {
             faults_stopped: false,
             logs: BTreeMap::new(),
             log_dir: None,
+            stop_at: None,
         }
+    }
+
+    /// Makes [`Supervisor::run`] end with [`Ending::Reached`] once the world is at
+    /// `vtime` (a step boundary) and the runner has taken its turn there: the state a
+    /// snapshot at that time holds.
+    pub fn stop_at(&mut self, vtime_ns: u64) {
+        self.stop_at = Some(vtime_ns);
     }
 
     pub fn now(&self) -> u64 {
         self.world.now().as_nanos()
     }
 
-    /// Steps until the run ends; `progress` sees virtual time after each step.
+    /// Steps until the run ends; `progress` sees virtual time after each step and
+    /// `between_steps` the supervisor at each step boundary (where snapshots are taken).
     pub fn run(
         &mut self,
         progress: &mut dyn FnMut(u64, &str),
         flush: &mut dyn FnMut(&mut Vec<StoredEvent>) -> Result<(), String>,
+        between_steps: &mut dyn FnMut(&mut Self) -> Result<(), String>,
     ) -> Result<Ending, String> {
         loop {
             if self.interrupt.load(Ordering::SeqCst) {
                 return Ok(Ending::Interrupted);
             }
-            let until = VirtualTime(self.now() + STEP_NS);
+            between_steps(self)?;
+            let stop = self.stop_at.unwrap_or(u64::MAX);
+            if self.now() >= stop {
+                return Ok(Ending::Reached);
+            }
+            let until = VirtualTime((self.now() + STEP_NS).min(stop));
             let mut fresh = Vec::new();
             let outcome = self
                 .world
@@ -153,7 +175,7 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    fn phase_name(&self) -> &'static str {
+    pub fn phase_name(&self) -> &'static str {
         match (&self.composer, self.drivers_ended) {
             (None, _) => "setup",
             (Some(c), false) if !c.setup_done() => "first_ commands",

@@ -13,7 +13,9 @@
 //! VM: node index u32 | RAM size u64 | page count u64 | page numbers u64 each (strictly
 //! increasing) | zstd of the pages' bytes. A full file holds every non-zero page; a child
 //! only the pages that differ from its parent's (for a node whose RAM is not the
-//! parent's, every non-zero page). The checksum is verified before anything is parsed,
+//! parent's, every non-zero page). `APP ` (optional, zstd): bytes of the program that
+//! drives the world (detvm run's orchestrator state), covered by the same checksum.
+//! The checksum is verified before anything is parsed,
 //! so a corrupted or truncated file is refused before any of it is used.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,17 @@ pub fn save(
     path: &Path,
     parent: Option<(&Path, &WorldSnapshot)>,
 ) -> Result<Written, SnapshotError> {
+    save_with_app(snap, path, parent, None)
+}
+
+/// [`save`], plus `app`: the driving program's own state, stored in the `APP ` section
+/// and read back with [`load_app`].
+pub fn save_with_app(
+    snap: &WorldSnapshot,
+    path: &Path,
+    parent: Option<(&Path, &WorldSnapshot)>,
+    app: Option<&[u8]>,
+) -> Result<Written, SnapshotError> {
     let mut sections: Vec<([u8; 4], Vec<u8>)> = Vec::new();
     if let Some((parent_path, _)) = parent {
         let sum = checksum_of_file(parent_path)?;
@@ -63,6 +76,9 @@ pub fn save(
     }
     let json = serde_json::to_vec(&snap.state).map_err(|e| file_err(path, e.to_string()))?;
     sections.push((*b"STAT", compress(&json, path)?));
+    if let Some(app) = app {
+        sections.push((*b"APP ", compress(app, path)?));
+    }
     let mut total_pages = 0;
     for (node, image) in snap.memory.iter().enumerate() {
         let Some(image) = image else { continue };
@@ -172,6 +188,14 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
         memory,
         configs,
     })
+}
+
+/// The `APP ` section of a snapshot file (after verifying the whole file's checksum);
+/// `None` when the file has none.
+pub fn load_app(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
+    let parsed = Parsed::read(path)?;
+    let app = parsed.sections(b"APP ").next();
+    app.map(|a| decompress(a, path, "APP ")).transpose()
 }
 
 /// The file's own checksum (its last 32 bytes), after verifying it.

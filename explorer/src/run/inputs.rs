@@ -1,0 +1,137 @@
+//! What a run was made of, kept as `inputs.json` in its folder so `detvm replay` can
+//! rebuild the same world later and refuse, naming what changed, when it cannot.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vmm::backend::BackendKind;
+
+use super::{RunError, RunOptions};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInputs {
+    /// Absolute paths, so a replay works from any folder.
+    pub compose: PathBuf,
+    pub faults: Option<PathBuf>,
+    pub no_faults: bool,
+    pub vars: Vec<(String, String)>,
+    pub kvm: bool,
+    pub seed: u64,
+    pub duration_ns: u64,
+    pub epoch: i64,
+    /// What the world was built from; a replay must find the same.
+    pub fingerprint: Fingerprint,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub compose_sha256: String,
+    /// The fault plan as run, JSON.
+    pub plan: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Each service's rootfs image file (content-addressed in the image store).
+    pub images: Vec<PathBuf>,
+}
+
+const FILE: &str = "inputs.json";
+
+pub fn sha256_of(path: &Path) -> Result<String, RunError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| RunError::Input(format!("{}: cannot read: {e}", path.display())))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+impl RunInputs {
+    pub fn new(
+        opts: &RunOptions,
+        seed: u64,
+        duration_ns: u64,
+        epoch: i64,
+        fingerprint: Fingerprint,
+    ) -> Self {
+        RunInputs {
+            compose: absolute(&opts.compose),
+            faults: opts.faults.as_deref().map(absolute),
+            no_faults: opts.no_faults,
+            vars: opts.vars.clone(),
+            kvm: opts.backend == BackendKind::Kvm,
+            seed,
+            duration_ns,
+            epoch,
+            fingerprint,
+        }
+    }
+
+    pub fn save(&self, run_dir: &Path) -> Result<(), RunError> {
+        let path = run_dir.join(FILE);
+        let json = serde_json::to_string_pretty(self).expect("inputs serialize");
+        std::fs::write(&path, json)
+            .map_err(|e| RunError::Infrastructure(format!("cannot write {}: {e}", path.display())))
+    }
+
+    pub fn load(run_dir: &Path) -> Result<RunInputs, RunError> {
+        let path = run_dir.join(FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            RunError::Input(format!(
+                "{}: {e} (runs made before detvm kept their inputs cannot be replayed)",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| RunError::Input(format!("{}: not a run's inputs: {e}", path.display())))
+    }
+
+    /// The options that rebuild this run (nothing written, no progress bar).
+    pub fn options(&self, home: &Path) -> RunOptions {
+        RunOptions {
+            compose: self.compose.clone(),
+            seed: Some(self.seed),
+            duration: Some(std::time::Duration::from_nanos(self.duration_ns)),
+            epoch: Some(self.epoch),
+            faults: self.faults.clone(),
+            no_faults: self.no_faults,
+            vars: self.vars.clone(),
+            backend: if self.kvm {
+                BackendKind::Kvm
+            } else {
+                BackendKind::Emu
+            },
+            json: None,
+            junit: None,
+            home: home.to_path_buf(),
+            progress: false,
+            snapshot_at: Vec::new(),
+        }
+    }
+}
+
+impl Fingerprint {
+    /// The first difference from `then` (the run's), as the error a replay stops with.
+    pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {
+        let what = if self.compose_sha256 != then.compose_sha256 {
+            "the compose file"
+        } else if self.plan != then.plan {
+            "the fault plan"
+        } else if self.kernel != then.kernel {
+            "the guest kernel build"
+        } else if self.initrd != then.initrd {
+            "the guest agent build"
+        } else if self.images != then.images {
+            "a service's image"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "{what} changed since the run; a replay needs the run's exact inputs"
+        ))
+    }
+}

@@ -1,0 +1,116 @@
+//! The runner's own state at a step boundary, saved in a run's snapshots (the `APP `
+//! section of the World's snapshot file) so a replay resumes the orchestration exactly:
+//! every service's life, the execs in flight, the composer with its RNG position, the
+//! property tallies and the event numbering. What comes from the compose file (the
+//! services' definitions) is rebuilt from it, not saved.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Purpose, Supervisor};
+use crate::composer::{Composer, TestCommand};
+use crate::properties::PropertyBook;
+use crate::run::services::Life;
+
+#[derive(Serialize, Deserialize)]
+pub struct RunnerState {
+    services: Vec<ServiceState>,
+    book: PropertyBook,
+    seq: u64,
+    execs: BTreeMap<u64, Purpose>,
+    next_exec: u64,
+    composer: Option<Composer>,
+    discovered: Vec<TestCommand>,
+    discovery_sent: bool,
+    drivers_ended: bool,
+    next_anytime: u64,
+    setup_complete_at: Option<u64>,
+    faults_stopped: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ServiceState {
+    name: String,
+    life: Life,
+    started_at: Option<u64>,
+    healthy: bool,
+    health_failures: u32,
+    next_health_at: Option<u64>,
+    health_exec: Option<(u64, u64)>,
+    last_health_output: String,
+    last_health_failure: String,
+}
+
+impl RunnerState {
+    /// Number of the next event this runner will record.
+    pub fn next_event(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Supervisor<'_> {
+    pub fn runner_state(&self) -> RunnerState {
+        RunnerState {
+            services: self
+                .services
+                .iter()
+                .map(|s| ServiceState {
+                    name: s.name().to_string(),
+                    life: s.life.clone(),
+                    started_at: s.started_at,
+                    healthy: s.healthy,
+                    health_failures: s.health_failures,
+                    next_health_at: s.next_health_at,
+                    health_exec: s.health_exec,
+                    last_health_output: s.last_health_output.clone(),
+                    last_health_failure: s.last_health_failure.clone(),
+                })
+                .collect(),
+            book: self.book.clone(),
+            seq: self.seq,
+            execs: self.execs.clone(),
+            next_exec: self.next_exec,
+            composer: self.composer.clone(),
+            discovered: self.discovered.clone(),
+            discovery_sent: self.discovery_sent,
+            drivers_ended: self.drivers_ended,
+            next_anytime: self.next_anytime,
+            setup_complete_at: self.setup_complete_at,
+            faults_stopped: self.faults_stopped,
+        }
+    }
+
+    /// Continues from `state`, saved by a supervisor of the same system.
+    pub fn resume(&mut self, state: RunnerState) -> Result<(), String> {
+        let ours: Vec<&str> = self.services.iter().map(|s| s.name()).collect();
+        let saved: Vec<&str> = state.services.iter().map(|s| s.name.as_str()).collect();
+        if ours != saved {
+            return Err(format!(
+                "the snapshot's services {saved:?} are not this system's {ours:?}"
+            ));
+        }
+        for (s, saved) in self.services.iter_mut().zip(state.services) {
+            s.life = saved.life;
+            s.started_at = saved.started_at;
+            s.healthy = saved.healthy;
+            s.health_failures = saved.health_failures;
+            s.next_health_at = saved.next_health_at;
+            s.health_exec = saved.health_exec;
+            s.last_health_output = saved.last_health_output;
+            s.last_health_failure = saved.last_health_failure;
+        }
+        self.book = state.book;
+        self.seq = state.seq;
+        self.execs = state.execs;
+        self.next_exec = state.next_exec;
+        self.composer = state.composer;
+        self.discovered = state.discovered;
+        self.discovery_sent = state.discovery_sent;
+        self.drivers_ended = state.drivers_ended;
+        self.next_anytime = state.next_anytime;
+        self.setup_complete_at = state.setup_complete_at;
+        self.faults_stopped = state.faults_stopped;
+        Ok(())
+    }
+}
