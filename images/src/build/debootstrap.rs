@@ -26,7 +26,7 @@ pub struct Debootstrap {
 }
 
 /// Bump when the layer made from the same inputs changes (cleanup list, tar format).
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 impl Debootstrap {
     fn mirror(&self) -> String {
@@ -94,6 +94,7 @@ impl Debootstrap {
             source,
         };
         let mut w = LayerWriter::create(&tmp_layer).map_err(write_err)?;
+        w.host_mtime = Some(w.mtime);
         w.host_tree(&target, &bar).map_err(write_err)?;
         let mut blob = w.finish().map_err(write_err)?;
         bar.finish_and_clear();
@@ -178,8 +179,26 @@ impl Debootstrap {
     }
 }
 
-/// Drops what only the build needed: downloaded packages and apt's lists.
+/// Drops what only the build needed (downloaded packages, apt's lists) and what records
+/// when and where it ran (logs, caches of file times, password-change days), so the
+/// same packages give the same layer on every host and day: a guest that reads
+/// different bytes runs differently, and a seed must replay on another machine.
 fn clean(root: &Path) {
+    remove_files_below(&root.join("var/log"));
+    for file in [
+        "var/cache/ldconfig/aux-cache",
+        "var/cache/debconf/config.dat-old",
+        "var/cache/debconf/templates.dat-old",
+        "var/lib/dpkg/status-old",
+        "var/lib/dpkg/diversions-old",
+        "etc/shadow-",
+        "etc/gshadow-",
+        "etc/passwd-",
+        "etc/group-",
+    ] {
+        let _ = std::fs::remove_file(root.join(file));
+    }
+    fix_password_change_days(&root.join("etc/shadow"));
     for (dir, keep) in [
         ("var/cache/apt/archives", &["lock", "partial"][..]),
         ("var/lib/apt/lists", &["lock", "partial"]),
@@ -195,6 +214,41 @@ fn clean(root: &Path) {
             }
         }
     }
+}
+
+/// Removes every regular file below `dir`, keeping the folders (packages expect them).
+fn remove_files_below(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => remove_files_below(&entry.path()),
+            Ok(_) => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Sets `/etc/shadow`'s third field (day of the last password change, the build day
+/// for users a package made) to a fixed day (2024-01-01) where it is set.
+fn fix_password_change_days(shadow: &Path) {
+    let Ok(text) = std::fs::read_to_string(shadow) else {
+        return;
+    };
+    let fixed: String = text
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(':').collect();
+            if fields.len() > 2 && !fields[2].is_empty() {
+                fields[2] = "19723";
+            }
+            fields.join(":") + "\n"
+        })
+        .collect();
+    let _ = std::fs::write(shadow, fixed);
 }
 
 /// Lazily unmounts anything mounted under `root`, deepest first, so deleting the work
@@ -245,4 +299,37 @@ pub fn apt_mirror() -> Option<String> {
             .find(|u| u.ends_with("/debian"))
             .map(str::to_string)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_drops_build_records_and_fixes_password_days() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for dir in ["var/log/apt", "var/cache/ldconfig", "etc"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::write(r.join("var/log/dpkg.log"), "2026-11-22 install").unwrap();
+        std::fs::write(r.join("var/log/apt/history.log"), "Start-Date").unwrap();
+        std::fs::write(r.join("var/cache/ldconfig/aux-cache"), "times").unwrap();
+        std::fs::write(r.join("etc/shadow-"), "old").unwrap();
+        std::fs::write(
+            r.join("etc/shadow"),
+            "root:*:20414:0:99999:7:::\netcd:!:20414::::::\nodd\n",
+        )
+        .unwrap();
+        clean(r);
+        assert!(r.join("var/log/apt").is_dir(), "folders stay");
+        assert!(!r.join("var/log/dpkg.log").exists());
+        assert!(!r.join("var/log/apt/history.log").exists());
+        assert!(!r.join("var/cache/ldconfig/aux-cache").exists());
+        assert!(!r.join("etc/shadow-").exists());
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/shadow")).unwrap(),
+            "root:*:19723:0:99999:7:::\netcd:!:19723::::::\nodd\n"
+        );
+    }
 }

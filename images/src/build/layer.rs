@@ -58,6 +58,9 @@ pub struct LayerWriter {
     builder: tar::Builder<Output>,
     path: PathBuf,
     pub mtime: u64,
+    /// Time for entries of a host tree too (else each file's own): a tree made on the
+    /// build host at build time, like debootstrap's, then packs the same on every host.
+    pub host_mtime: Option<u64>,
 }
 
 impl LayerWriter {
@@ -66,6 +69,7 @@ impl LayerWriter {
             builder: tar::Builder::new(create_output(path)?),
             path: path.into(),
             mtime: 0,
+            host_mtime: None,
         })
     }
 
@@ -162,7 +166,7 @@ impl LayerWriter {
             h.set_mode(meta.mode() & 0o7777);
             h.set_uid(meta.uid() as u64);
             h.set_gid(meta.gid() as u64);
-            h.set_mtime(meta.mtime().max(0) as u64);
+            h.set_mtime(self.host_mtime.unwrap_or(meta.mtime().max(0) as u64));
             h.set_size(0);
             if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
                 h.set_device_major(libc::major(meta.rdev()))?;
