@@ -739,6 +739,7 @@ impl World {
             Fault::Restart { .. } => self.restart(t, node.expect("a node fault"))?,
             Fault::ClockStep { delta, .. } => {
                 let i = node.expect("a node fault");
+                self.nodes[i].wall_steps_ns += delta.as_nanos();
                 if let Some(vm) = self.nodes[i].vm.as_mut() {
                     vm.step_wall_clock(delta.as_nanos());
                     let step = HostMessage::StepClock {

@@ -36,6 +36,14 @@ pub fn node_mac(index: usize) -> [u8; 6] {
     ]
 }
 
+/// The RTC's epoch for a boot at world time `at`: the world's epoch plus the time since
+/// (a restarted machine's battery clock kept running) plus the clock steps it was given.
+/// Whole seconds, as an RTC counts.
+pub fn boot_epoch(epoch_unix_secs: i64, at: VirtualTime, wall_steps_ns: i64) -> i64 {
+    let since_ns = i128::from(at.as_nanos()) + i128::from(wall_steps_ns);
+    epoch_unix_secs + since_ns.div_euclid(1_000_000_000) as i64
+}
+
 pub(super) struct Node {
     pub name: String,
     pub config: VmConfig,
@@ -48,6 +56,8 @@ pub(super) struct Node {
     pub carried: Option<VirtioDevices>,
     /// Trace hashes of earlier boots, in order.
     pub past_traces: Vec<u64>,
+    /// Clock steps applied to this node so far: a later boot's RTC keeps them.
+    pub wall_steps_ns: i64,
     pub serial_line: Vec<u8>,
     pub agent: Decoder,
 }
@@ -72,6 +82,7 @@ impl Node {
             boots: 0,
             carried: None,
             past_traces: Vec::new(),
+            wall_steps_ns: 0,
             serial_line: Vec::new(),
             agent: Decoder::new(),
         }
@@ -87,6 +98,7 @@ impl Node {
     pub fn boot(&mut self, world_seed: u64, at: VirtualTime) -> Result<(), VmError> {
         let mut config = self.config.clone();
         config.seed = Self::boot_seed(world_seed, &self.name, self.boots);
+        config.epoch_unix_secs = boot_epoch(self.config.epoch_unix_secs, at, self.wall_steps_ns);
         let vm = match self.carried.take() {
             Some(devices) => Vm::boot_with_devices(&config, devices)?,
             None => Vm::boot(&config)?,
@@ -170,5 +182,20 @@ impl Node {
             .iter()
             .copied()
             .chain(self.vm.as_ref().map(|vm| vm.trace().value()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_wall_clock_running() {
+        let epoch = 1_700_000_000;
+        assert_eq!(boot_epoch(epoch, VirtualTime::ZERO, 0), epoch);
+        let at = VirtualTime::from_millis(12_900);
+        assert_eq!(boot_epoch(epoch, at, 0), epoch + 12);
+        assert_eq!(boot_epoch(epoch, at, 90_000_000_000), epoch + 102);
+        assert_eq!(boot_epoch(epoch, at, -30_000_000_000), epoch - 18);
     }
 }

@@ -59,6 +59,8 @@ pub struct NodeSnapshot {
     /// The seed the carried devices were built with.
     pub carried_seed: u64,
     pub past_traces: Vec<u64>,
+    #[serde(default)]
+    pub wall_steps_ns: i64,
     pub serial_line: Vec<u8>,
     /// Agent-channel bytes not yet decoded into a message.
     pub agent_buffer: Vec<u8>,
@@ -97,6 +99,7 @@ impl World {
                 carried: n.carried.as_ref().map(VirtioDevices::state),
                 carried_seed: Node::boot_seed(self.seed, &n.name, n.boots),
                 past_traces: n.past_traces.clone(),
+                wall_steps_ns: n.wall_steps_ns,
                 serial_line: n.serial_line.clone(),
                 agent_buffer: n.agent.buffered().to_vec(),
             });
@@ -207,6 +210,7 @@ impl World {
             boots: n.boots,
             carried,
             past_traces: n.past_traces.clone(),
+            wall_steps_ns: n.wall_steps_ns,
             serial_line: n.serial_line.clone(),
             agent,
         })
