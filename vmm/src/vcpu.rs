@@ -6,12 +6,12 @@
 //! made the access. Register state is exchanged in KVM's layouts (`kvm_regs`,
 //! `kvm_sregs`), the common vocabulary of the rust-vmm ecosystem, on both backends.
 
-use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_debugregs, kvm_mp_state, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs};
 use serde::{Deserialize, Serialize};
 
 /// Everything a vCPU holds between two [`Vcpu::run`] calls, for snapshots. Restoring it
 /// into a fresh vCPU of the same backend makes it continue bit for bit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum VcpuState {
     /// `emu`: Unicorn's CPU context, QEMU's `CPUX86State` up to `end_reset_fields`, the
     /// bytes `uc_context_save` copies: general, segment, control and debug registers,
@@ -24,6 +24,25 @@ pub enum VcpuState {
         /// A triple fault found while injecting, reported by the next `run`.
         pending_triple_fault: Option<u64>,
     },
+    /// `kvm`: the register sets KVM keeps for a vCPU.
+    Kvm(Box<KvmVcpuState>),
+}
+
+/// What KVM_GET_{REGS,SREGS,XSAVE,XCRS,VCPU_EVENTS,DEBUGREGS,MP_STATE,MSRS} return:
+/// general and system registers, the FPU/SSE/AVX area, XCR0, pending exceptions,
+/// NMIs and interrupt shadows, debug registers, the run state and the MSRs of detvm's
+/// CPU model. Interrupt controllers and timers live in the VMM, not in KVM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KvmVcpuState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    /// The 4 KiB legacy XSAVE area (x87, SSE, AVX); the CPU model has nothing larger.
+    pub xsave: Vec<u32>,
+    pub xcrs: kvm_xcrs,
+    pub events: kvm_vcpu_events,
+    pub debugregs: kvm_debugregs,
+    pub mp_state: kvm_mp_state,
+    pub msrs: Vec<(u32, u64)>,
 }
 
 /// Device accesses made by the running guest, handled by the shared core.

@@ -71,18 +71,24 @@ pub struct GuestRun {
 }
 
 /// Boots `image` on `backend` and runs it to the end (or 10 s of virtual time).
-pub fn run_flat(image: &[u8], backend: BackendKind) -> GuestRun {
+/// The configuration a flat guest boots with, and the booted VM.
+pub fn boot_flat(image: &[u8], backend: BackendKind) -> (VmConfig, Vm) {
     let mut config = VmConfig::new(PathBuf::new());
     config.backend = backend;
     config.memory = 64 << 20;
-    let started = std::time::Instant::now();
-    let mut vm = Vm::boot_flat(
+    let vm = Vm::boot_flat(
         &config,
         image,
         LOAD_ADDR,
         long_mode_entry_state(LOAD_ADDR, 0),
     )
     .unwrap_or_else(|e| panic!("booting the flat guest on {backend:?}: {e}"));
+    (config, vm)
+}
+
+pub fn run_flat(image: &[u8], backend: BackendKind) -> GuestRun {
+    let started = std::time::Instant::now();
+    let (_, mut vm) = boot_flat(image, backend);
     let mut console = Vec::new();
     let outcome = vm
         .run(VirtualTime::from_millis(10_000), &mut |b| {

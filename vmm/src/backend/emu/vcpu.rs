@@ -465,7 +465,10 @@ impl Vcpu for EmuVcpu {
             context,
             retired,
             pending_triple_fault,
-        } = state;
+        } = state
+        else {
+            return Err(backend_err(0, "the snapshot's vCPU is not an emu vCPU"));
+        };
         self.engine()?.set_cpu_context(context)?;
         self.retired = *retired;
         self.pending = pending_triple_fault.map(|rip| VcpuExit::TripleFault { rip });

@@ -19,6 +19,7 @@ pub mod host;
 mod ioctls;
 pub mod msr_filter;
 mod runner;
+mod state;
 pub mod vcpu;
 mod vm;
 pub mod watchdog;

@@ -228,6 +228,25 @@ impl Runner {
         }
     }
 
+    /// Refreshes `kvm_run`'s interrupt readiness after registers were set from outside
+    /// (a restored vCPU has never run): a KVM_RUN with `immediate_exit` enters no guest
+    /// code but updates it. Fails if that run met an exit after all.
+    pub fn refresh(&mut self) -> Result<(), String> {
+        self.fd.set_kvm_immediate_exit(1);
+        let step = self.step();
+        self.fd.set_kvm_immediate_exit(0);
+        match step {
+            None => Ok(()),
+            Some(exit) => Err(format!("a run that enters no guest code exited: {exit:?}")),
+        }
+    }
+
+    /// An exit met while settling waits to be returned: the vCPU is between two exits
+    /// of one instruction, not at a point a snapshot can hold.
+    pub fn mid_instruction(&self) -> bool {
+        self.stashed.is_some()
+    }
+
     /// Whether KVM_INTERRUPT may be used now. Call [`Runner::settle`] first.
     pub fn ready_for_interrupt(&mut self) -> bool {
         !self.unsettled

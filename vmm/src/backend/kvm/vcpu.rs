@@ -13,6 +13,7 @@ use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
 use super::ioctls;
 use super::msr_filter;
 use super::runner::{Completion, Counters, Exit, Runner};
+use super::state;
 use super::vm::KvmVm;
 use crate::vcpu::{GuestIo, IoFlow, Vcpu, VcpuError, VcpuExit, VcpuState};
 
@@ -296,19 +297,23 @@ impl Vcpu for KvmVcpu {
     }
 
     fn save_state(&self) -> Result<VcpuState, VcpuError> {
-        Err(no_snapshots())
+        self.call_settled(|r| {
+            if r.mid_instruction() {
+                return Err("the vCPU is between two exits of one instruction".to_string());
+            }
+            state::save(&r.fd)
+        })?
+        .map(|s| VcpuState::Kvm(Box::new(s)))
+        .map_err(failed)
     }
 
-    fn restore_state(&mut self, _state: &VcpuState) -> Result<(), VcpuError> {
-        Err(no_snapshots())
-    }
-}
-
-/// Snapshots need the full KVM register sets (xsave, xcrs, events, debug registers,
-/// every MSR); not built yet, and this host's KVM cannot run Linux to test them.
-fn no_snapshots() -> VcpuError {
-    VcpuError::Unavailable {
-        backend: "kvm",
-        reason: "snapshots of kvm vCPUs are not supported yet (use the emu backend)".into(),
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError> {
+        let VcpuState::Kvm(s) = state else {
+            return Err(failed("the snapshot's vCPU is not a kvm vCPU"));
+        };
+        let s = s.clone();
+        self.ready.set(None);
+        self.call_settled(move |r| state::restore(&r.fd, &s).and_then(|()| r.refresh()))?
+            .map_err(failed)
     }
 }
