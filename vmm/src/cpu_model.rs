@@ -14,6 +14,24 @@
 //! Leaves that depend on live state are completed by the backend: CPUID.01H:ECX.OSXSAVE
 //! (bit 27) mirrors CR4.OSXSAVE ([`OSXSAVE_BIT`]); KVM does that itself.
 
+/// The MSRs of the model that hold guest state, which backends read, write and snapshot
+/// (the TSC and its relatives read virtual time and are the VMM's): SYSENTER CS/ESP/EIP,
+/// PAT, EFER, STAR, LSTAR, CSTAR, SFMASK, FS/GS base, kernel GS base.
+pub const STATE_MSRS: [u32; 12] = [
+    0x174,
+    0x175,
+    0x176,
+    0x277,
+    0xc000_0080,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0100,
+    0xc000_0101,
+    0xc000_0102,
+];
+
 /// CPUID.01H:ECX bit the backend sets at run time when CR4.OSXSAVE is set.
 pub const OSXSAVE_BIT: u32 = 1 << 27;
 

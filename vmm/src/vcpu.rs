@@ -36,7 +36,7 @@ pub enum VcpuState {
 pub struct KvmVcpuState {
     pub regs: kvm_regs,
     pub sregs: kvm_sregs,
-    /// The 4 KiB legacy XSAVE area (x87, SSE, AVX); the CPU model has nothing larger.
+    /// The 4 KiB legacy XSAVE area (x87, SSE); the CPU model has nothing larger.
     pub xsave: Vec<u32>,
     pub xcrs: kvm_xcrs,
     pub events: kvm_vcpu_events,

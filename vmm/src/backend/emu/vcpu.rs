@@ -481,24 +481,10 @@ extern "C" {
     fn x86_update_hflags(env: *mut std::ffi::c_void);
 }
 
-/// MSRs the core may read and write (QEMU emulates them without touching host state).
-const MSRS: &[u32] = &[
-    0x174,
-    0x175,
-    0x176,
-    0x277,
-    0xc000_0080,
-    0xc000_0081,
-    0xc000_0082,
-    0xc000_0083,
-    0xc000_0084,
-    0xc000_0100,
-    0xc000_0101,
-    0xc000_0102,
-];
-
+/// The core may read and write the model's state MSRs (QEMU emulates them without
+/// touching host state).
 fn check_msr(index: u32) -> Result<(), VcpuError> {
-    if MSRS.contains(&index) {
+    if crate::cpu_model::STATE_MSRS.contains(&index) {
         Ok(())
     } else {
         Err(backend_err(

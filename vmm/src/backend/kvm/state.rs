@@ -4,25 +4,8 @@
 use kvm_bindings::{kvm_msr_entry, kvm_xsave, Msrs};
 use kvm_ioctls::VcpuFd;
 
+use crate::cpu_model::STATE_MSRS as MSRS;
 use crate::vcpu::KvmVcpuState;
-
-/// The MSRs of detvm's CPU model that hold guest state (the TSC and its relatives read
-/// virtual time through the MSR filter and are the VMM's): SYSENTER CS/ESP/EIP, PAT,
-/// EFER, STAR, LSTAR, CSTAR, SFMASK, FS/GS base, kernel GS base.
-const MSRS: [u32; 12] = [
-    0x174,
-    0x175,
-    0x176,
-    0x277,
-    0xc000_0080,
-    0xc000_0081,
-    0xc000_0082,
-    0xc000_0083,
-    0xc000_0084,
-    0xc000_0100,
-    0xc000_0101,
-    0xc000_0102,
-];
 
 pub fn save(fd: &VcpuFd) -> Result<KvmVcpuState, String> {
     let get = |what: &str, e: kvm_ioctls::Error| format!("KVM_GET_{what}: {e}");
@@ -87,7 +70,7 @@ pub fn restore(fd: &VcpuFd, s: &KvmVcpuState) -> Result<(), String> {
     }
     fd.set_xcrs(&s.xcrs).map_err(|e| set("XCRS", e))?;
     // SAFETY: `xsave` is a whole kvm_xsave of the legacy 4 KiB size, which KVM_SET_XSAVE
-    // reads; the CPU model enables no state component beyond it.
+    // reads; the CPU model enables no state component beyond it (x87 and SSE only).
     unsafe { fd.set_xsave(&xsave) }.map_err(|e| set("XSAVE", e))?;
     fd.set_debug_regs(&s.debugregs)
         .map_err(|e| set("DEBUGREGS", e))?;
