@@ -56,10 +56,13 @@ pub fn summary(report: &RunReport) -> String {
             Status::Passed => "pass",
             Status::Failed => "FAIL",
         };
-        let first = match (&p.first_failure, &p.reason) {
-            (Some(f), _) => format!("{} on {}", report.moment(f.vtime_ns), f.service),
-            (None, Some(reason)) => reason.clone(),
-            (None, None) => String::new(),
+        // A passing property may have false reports (a `sometimes` that was false at
+        // first): not failures, so not shown as one.
+        let first = match (p.status, &p.first_failure, &p.reason) {
+            (Status::Passed, _, _) => String::new(),
+            (_, Some(f), _) => format!("{} on {}", report.moment(f.vtime_ns), f.service),
+            (_, None, Some(reason)) => reason.clone(),
+            (_, None, None) => String::new(),
         };
         let name: String = p.message.chars().take(60).collect();
         out.push_str(&format!(
@@ -173,6 +176,27 @@ mod tests {
         assert!(text.contains("1 of 2 properties failed"), "{text}");
         assert!(
             text.contains("reproduce: detvm run examples/bank"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_passing_property_shows_no_failure_moment() {
+        let mut r = report();
+        let mut sometimes = r.failed().next().unwrap().clone();
+        sometimes.message = "sometimes a void succeeds".into();
+        sometimes.kind = "sometimes".into();
+        sometimes.status = Status::Passed;
+        sometimes.reason = None;
+        sometimes.first_failure.as_mut().unwrap().vtime_ns = 7_000_000_000;
+        r.properties.push(sometimes);
+        let text = summary(&r);
+        let line = text
+            .lines()
+            .find(|l| l.contains("sometimes a void succeeds"))
+            .unwrap();
+        assert!(
+            line.starts_with("pass") && !line.contains("r00ab@7s"),
             "{text}"
         );
     }
