@@ -102,7 +102,7 @@ fn random() -> u64 {
     antithesis_sdk::random::get_random()
 }
 
-/// Appends one line to a log shared by every driver run (O_APPEND: whole lines).
+/// Appends one line to a log shared by every driver run (O_APPEND, one write per line).
 fn log(name: &str, line: &str) {
     std::fs::create_dir_all(STATE).expect("state folder");
     let mut f = std::fs::OpenOptions::new()
@@ -110,7 +110,10 @@ fn log(name: &str, line: &str) {
         .append(true)
         .open(format!("{STATE}/{name}"))
         .expect("open log");
-    writeln!(f, "{line}").expect("write log");
+    // One write() for the whole line: `writeln!` writes the line and its newline
+    // separately, and parallel drivers would interleave them.
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write log");
 }
 
 /// The first number of each complete line of a log.

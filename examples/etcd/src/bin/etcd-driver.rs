@@ -142,7 +142,10 @@ fn log(name: &str, line: &str) {
         .append(true)
         .open(format!("{STATE}/{name}"))
         .expect("open log");
-    writeln!(f, "{line}").expect("write log");
+    // One write() for the whole line: `writeln!` writes the line and its newline
+    // separately, and parallel drivers would interleave them.
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write log");
 }
 
 fn logged(name: &str) -> BTreeSet<String> {

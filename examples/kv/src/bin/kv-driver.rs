@@ -80,7 +80,11 @@ fn write() {
         if reply != "OK" {
             continue;
         }
-        writeln!(acked, "{key} {value}").expect("acked log write");
+        // One write per line: parallel drivers append to this file, and `writeln!`
+        // would write the line and its newline separately, letting lines interleave.
+        acked
+            .write_all(format!("{key} {value}\n").as_bytes())
+            .expect("acked log write");
         overwrote |= before.starts_with("VALUE ");
         let read = client.call(&format!("GET {key}")).unwrap_or_default();
         assert_always!(
