@@ -11,7 +11,11 @@ shift
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${DETVM_EXAMPLES_TARGET_DIR:-$repo/target/examples-static}
 triple=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
+# The same bytes from any checkout: paths of the repository and the target folder end
+# up in panic messages, and a guest running other bytes runs a different timeline
+# (when prefixes overlap, the last one given wins: the target folder goes last).
+RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$repo=/detvm --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$target_dir=/target" \
+  cargo build --quiet --release \
   --manifest-path "$repo/Cargo.toml" -p detvm-examples --target "$triple" \
   --target-dir "$target_dir" >&2
 mkdir -p "$example/bin"

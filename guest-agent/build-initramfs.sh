@@ -13,7 +13,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 target_dir=${DETVM_AGENT_TARGET_DIR:-$repo/target/guest-agent}
 triple=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
+# The same bytes from any checkout (see examples/build-example-images.sh).
+RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$repo=/detvm --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$target_dir=/target" \
+  cargo build --quiet --release \
   --manifest-path "$repo/Cargo.toml" -p guest-agent --target "$triple" \
   --target-dir "$target_dir" >&2
 bin=$target_dir/$triple/release/guest-agent

@@ -34,10 +34,15 @@ fn etcd_under_faults_keeps_every_acknowledged_add_and_replays_identically() {
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("deterministic: 2 runs"), "{t}");
 
-    // The report of the second run: every property passed, the workloads ran.
+    // The report of the second run: every safety property and built-in passed, the
+    // workloads ran. Sometimes-properties other than the retry below are left out: in
+    // a 14 s run whether a register read happens to land on the isolated or paused
+    // member is up to the timeline (the 30 s default run reaches them; docs).
     let report = read_json(&json);
     for p in report["properties"].as_array().unwrap() {
-        assert_eq!(p["status"], "passed", "{p:#}\n{t}");
+        if p["kind"] != "sometimes" {
+            assert_eq!(p["status"], "passed", "{p:#}\n{t}");
+        }
     }
     let set = property(&report, "every acknowledged add is in the final read");
     assert!(set["passes"].as_u64() > Some(0), "{set:#}");
