@@ -14,7 +14,7 @@
 
 mod blob;
 pub mod build;
-mod digest;
+pub mod digest;
 mod import;
 pub mod oci;
 mod rootfs;

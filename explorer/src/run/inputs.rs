@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use vmm::backend::BackendKind;
 
 use super::{RunError, RunOptions};
@@ -40,10 +39,7 @@ const FILE: &str = "inputs.json";
 pub fn sha256_of(path: &Path) -> Result<String, RunError> {
     let bytes = std::fs::read(path)
         .map_err(|e| RunError::Input(format!("{}: cannot read: {e}", path.display())))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(detvm_images::digest::of_bytes(&bytes))
 }
 
 fn absolute(path: &Path) -> PathBuf {

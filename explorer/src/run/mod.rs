@@ -338,7 +338,7 @@ pub fn run(opts: &RunOptions, interrupt: &AtomicBool) -> Result<RunResult, RunEr
     store
         .append_events(&run_id, &remaining)
         .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-    let properties = sup.book.properties();
+    let properties = sup.orch.book.properties();
     let (status, message, exit_code) = match ending {
         Err(m) => (
             RunStatus::InfrastructureError,

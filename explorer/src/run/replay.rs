@@ -141,7 +141,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
         }
     };
     let started_at_ns = sup.now();
-    let first_seq = sup.runner_state().next_event();
+    let first_seq = sup.next_event();
     eprintln!(
         "detvm replay: {moment} from {started_from} at {}",
         format_vtime(started_at_ns)
@@ -211,6 +211,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
             })
             .collect(),
         properties: sup
+            .orch
             .book
             .properties()
             .into_iter()

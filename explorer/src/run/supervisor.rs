@@ -17,7 +17,7 @@ use crate::properties::{parse_sdk_line, PropertyBook, SdkLine};
 use crate::store::StoredEvent;
 
 mod state;
-pub use state::RunnerState;
+pub use state::{Orchestration, RunnerState};
 
 /// Virtual time between the runner's turns.
 pub const STEP_NS: u64 = 10_000_000;
@@ -62,22 +62,13 @@ pub enum Ending {
 pub struct Supervisor<'a> {
     pub world: World,
     pub services: Vec<Tracked>,
-    pub book: PropertyBook,
+    /// What the runner decided so far (saved in snapshots).
+    pub orch: Orchestration,
     pub events: Vec<StoredEvent>,
-    seq: u64,
-    execs: BTreeMap<u64, Purpose>,
-    next_exec: u64,
-    composer: Option<Composer>,
-    discovered: Vec<TestCommand>,
-    discovery_sent: bool,
     seed: u64,
     duration_ns: u64,
-    drivers_ended: bool,
-    next_anytime: u64,
     stopping: bool,
     interrupt: &'a AtomicBool,
-    pub setup_complete_at: Option<u64>,
-    faults_stopped: bool,
     /// Lines for the run folder's log files, by file name, not yet written.
     logs: BTreeMap<String, String>,
     log_dir: Option<std::path::PathBuf>,
@@ -100,22 +91,24 @@ impl<'a> Supervisor<'a> {
         Supervisor {
             world,
             services,
-            book,
+            orch: Orchestration {
+                book,
+                seq: 0,
+                execs: BTreeMap::new(),
+                next_exec: 1,
+                composer: None,
+                discovered: Vec::new(),
+                discovery_sent: false,
+                drivers_ended: false,
+                next_anytime: 0,
+                setup_complete_at: None,
+                faults_stopped: false,
+            },
             events: Vec::new(),
-            seq: 0,
-            execs: BTreeMap::new(),
-            next_exec: 1,
-            composer: None,
-            discovered: Vec::new(),
-            discovery_sent: false,
             seed,
             duration_ns,
-            drivers_ended: false,
-            next_anytime: 0,
             stopping: false,
             interrupt,
-            setup_complete_at: None,
-            faults_stopped: false,
             logs: BTreeMap::new(),
             log_dir: None,
             stop_at: None,
@@ -176,7 +169,7 @@ impl<'a> Supervisor<'a> {
     }
 
     pub fn phase_name(&self) -> &'static str {
-        match (&self.composer, self.drivers_ended) {
+        match (&self.orch.composer, self.orch.drivers_ended) {
             (None, _) => "setup",
             (Some(c), false) if !c.setup_done() => "first_ commands",
             (Some(_), false) => "drivers",
@@ -233,13 +226,13 @@ impl<'a> Supervisor<'a> {
             .unwrap_or("event")
             .to_string();
         self.events.push(StoredEvent {
-            seq: self.seq,
+            seq: self.orch.seq,
             vtime_ns: e.time.as_nanos(),
             node: e.node.clone(),
             kind,
             body,
         });
-        self.seq += 1;
+        self.orch.seq += 1;
     }
 
     fn handle(&mut self, e: WorldEvent) {
@@ -261,7 +254,8 @@ impl<'a> Supervisor<'a> {
                 };
                 if let Some(reason) = bad {
                     let name = self.services[i].name().to_string();
-                    self.book
+                    self.orch
+                        .book
                         .fail_builtin(CRASH, &name, now, &format!("{name}: {reason}"));
                 }
             }
@@ -293,7 +287,8 @@ impl<'a> Supervisor<'a> {
                         (Some(c), None) => format!("exited with code {c}"),
                         (None, None) => "ended".to_string(),
                     };
-                    self.book
+                    self.orch
+                        .book
                         .fail_builtin(CRASH, &name, now, &format!("{name} {how}"));
                 }
             }
@@ -301,19 +296,19 @@ impl<'a> Supervisor<'a> {
                 self.services[i].life = Life::Failed(message);
             }
             AgentMessage::Sdk { line, .. } => match parse_sdk_line(&line) {
-                Ok(SdkLine::Assert(a)) => self.book.record(&a, &name, now),
+                Ok(SdkLine::Assert(a)) => self.orch.book.record(&a, &name, now),
                 Ok(SdkLine::SetupComplete { .. }) => {}
                 Ok(_) => {}
                 Err(e) => tracing::debug!("{name}: SDK line not understood: {e}"),
             },
             AgentMessage::ExecOutput { id, stream, line } => {
-                if let Some(Purpose::Discover { listing, .. }) = self.execs.get_mut(&id) {
+                if let Some(Purpose::Discover { listing, .. }) = self.orch.execs.get_mut(&id) {
                     if stream == Stream::Stdout {
                         listing.push_str(&line);
                         listing.push('\n');
                     }
                 }
-                if let Some(Purpose::Health { service }) = self.execs.get(&id) {
+                if let Some(Purpose::Health { service }) = self.orch.execs.get(&id) {
                     let s = *service;
                     self.services[s].last_health_output = line;
                 }
@@ -331,7 +326,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn exec_done(&mut self, id: u64, now: u64, ok: bool, how: impl Fn() -> String) {
-        let Some(purpose) = self.execs.remove(&id) else {
+        let Some(purpose) = self.orch.execs.remove(&id) else {
             return; // a health check that timed out earlier
         };
         match purpose {
@@ -344,25 +339,30 @@ impl<'a> Supervisor<'a> {
             }
             Purpose::Discover { service, listing } => {
                 let name = self.services[service].name().to_string();
-                self.discovered
+                self.orch
+                    .discovered
                     .extend(crate::composer::discover(&name, &listing));
             }
             Purpose::Command {
                 composer_id,
                 command,
             } => {
-                if let Some(c) = &mut self.composer {
+                if let Some(c) = &mut self.orch.composer {
                     c.finished(composer_id);
                 }
                 let label = format!("{}/{}", command.template, command.name());
                 let id = format!("detvm: test command {label} succeeds");
-                self.book
+                self.orch
+                    .book
                     .declare_builtin(&id, &format!("test command {label} succeeds"));
                 if !ok {
                     let reason = format!("{label} on {} failed: {}", command.service, how());
-                    self.book.fail_builtin(&id, &command.service, now, &reason);
+                    self.orch
+                        .book
+                        .fail_builtin(&id, &command.service, now, &reason);
                     if command.kind == Kind::First {
-                        self.book
+                        self.orch
+                            .book
                             .fail_builtin(SETUP, &command.service, now, &reason);
                     }
                 }
@@ -394,8 +394,8 @@ impl<'a> Supervisor<'a> {
     }
 
     fn send_exec(&mut self, service: usize, argv: Vec<String>, purpose: Purpose) -> u64 {
-        let id = self.next_exec;
-        self.next_exec += 1;
+        let id = self.orch.next_exec;
+        self.orch.next_exec += 1;
         let request = ExecRequest {
             id,
             argv,
@@ -405,7 +405,7 @@ impl<'a> Supervisor<'a> {
         if let Err(e) = self.world.send(&name, &HostMessage::Exec(request)) {
             tracing::warn!("cannot send an exec to {name}: {e}");
         }
-        self.execs.insert(id, purpose);
+        self.orch.execs.insert(id, purpose);
         id
     }
 
@@ -421,7 +421,7 @@ impl<'a> Supervisor<'a> {
             self.services[i].life = Life::Starting;
         }
         self.health_checks(now);
-        if self.composer.is_none() {
+        if self.orch.composer.is_none() {
             return Ok(self.setup_step(now));
         }
         self.composer_step(now)
@@ -438,7 +438,7 @@ impl<'a> Supervisor<'a> {
             }
             if let Some((id, timeout_at)) = s.health_exec {
                 if now >= timeout_at {
-                    self.execs.remove(&id);
+                    self.orch.execs.remove(&id);
                     self.services[i].health_exec = None;
                     self.health_result(i, now, false, h.interval.as_nanos() as u64, "timed out");
                 }
@@ -500,8 +500,8 @@ impl<'a> Supervisor<'a> {
             .services
             .iter()
             .all(|s| s.up() || matches!(s.life, Life::Exited { code: Some(0), .. }));
-        if all_up && !self.discovery_sent {
-            self.discovery_sent = true;
+        if all_up && !self.orch.discovery_sent {
+            self.orch.discovery_sent = true;
             let script = format!(
                 "for f in {TEST_DIR}/*/*; do [ -f \"$f\" ] && [ -x \"$f\" ] && echo \"$f\"; done; true"
             );
@@ -520,47 +520,50 @@ impl<'a> Supervisor<'a> {
             }
         }
         let discovering = self
+            .orch
             .execs
             .values()
             .any(|p| matches!(p, Purpose::Discover { .. }));
-        if self.discovery_sent && !discovering {
-            let commands = std::mem::take(&mut self.discovered);
-            self.composer = Some(Composer::new(commands, self.seed, 3));
-            self.next_anytime = now + ANYTIME_TICK_NS;
+        if self.orch.discovery_sent && !discovering {
+            let commands = std::mem::take(&mut self.orch.discovered);
+            self.orch.composer = Some(Composer::new(commands, self.seed, 3));
+            self.orch.next_anytime = now + ANYTIME_TICK_NS;
         }
         None
     }
 
     fn setup_failed(&mut self, now: u64, node: String, why: String) -> Ending {
-        self.book.fail_builtin(SETUP, &node, now, &why);
+        self.orch.book.fail_builtin(SETUP, &node, now, &why);
         Ending::SetupFailed(why)
     }
 
     fn composer_step(&mut self, now: u64) -> Result<Option<Ending>, String> {
-        if now >= self.duration_ns && !self.drivers_ended {
-            self.drivers_ended = true;
-            if let Some(c) = &mut self.composer {
+        if now >= self.duration_ns && !self.orch.drivers_ended {
+            self.orch.drivers_ended = true;
+            if let Some(c) = &mut self.orch.composer {
                 c.end_drivers();
             }
         }
-        let composer = self.composer.as_mut().expect("composer exists");
+        let composer = self.orch.composer.as_mut().expect("composer exists");
         let setup_was_done = composer.setup_done();
-        let actions = if now >= self.next_anytime {
-            self.next_anytime = now + ANYTIME_TICK_NS;
+        let actions = if now >= self.orch.next_anytime {
+            self.orch.next_anytime = now + ANYTIME_TICK_NS;
             composer.poll()
         } else {
             composer.poll_without_anytime()
         };
-        if !setup_was_done && composer.setup_done() && self.setup_complete_at.is_none() {
-            self.setup_complete_at = Some(now);
+        if !setup_was_done && composer.setup_done() && self.orch.setup_complete_at.is_none() {
+            self.orch.setup_complete_at = Some(now);
         }
         let setup_failed = self
+            .orch
             .book
             .properties()
             .iter()
             .any(|p| p.id == SETUP && p.failures > 0);
         if setup_failed {
             let why = self
+                .orch
                 .book
                 .properties()
                 .into_iter()
@@ -586,16 +589,17 @@ impl<'a> Supervisor<'a> {
                     );
                 }
                 Action::StopFaults => {
-                    if !self.faults_stopped {
-                        self.faults_stopped = true;
+                    if !self.orch.faults_stopped {
+                        self.orch.faults_stopped = true;
                         self.world.stop_faults().map_err(|e| e.to_string())?;
                     }
                 }
                 Action::Done => return Ok(Some(Ending::Finished)),
             }
         }
-        if self.drivers_ended && now >= self.duration_ns + HANG_GRACE_NS {
+        if self.orch.drivers_ended && now >= self.duration_ns + HANG_GRACE_NS {
             let running: Vec<String> = self
+                .orch
                 .execs
                 .values()
                 .filter_map(|p| match p {
@@ -628,7 +632,7 @@ impl<'a> Supervisor<'a> {
                 .vm_mut(&name)
                 .map_or(0, |vm| vm.stats().forced_preemptions);
             if forced > 0 {
-                self.book.fail_builtin(
+                self.orch.book.fail_builtin(
                     DETERMINISTIC,
                     &name,
                     now,

@@ -13,22 +13,30 @@ use crate::composer::{Composer, TestCommand};
 use crate::properties::PropertyBook;
 use crate::run::services::Life;
 
+/// What the runner decided so far. The supervisor keeps it in one field, so a snapshot
+/// is a clone of it and a field added here is saved without further code.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Orchestration {
+    pub book: PropertyBook,
+    pub(super) seq: u64,
+    pub(super) execs: BTreeMap<u64, Purpose>,
+    pub(super) next_exec: u64,
+    pub(super) composer: Option<Composer>,
+    pub(super) discovered: Vec<TestCommand>,
+    pub(super) discovery_sent: bool,
+    pub(super) drivers_ended: bool,
+    pub(super) next_anytime: u64,
+    pub(super) setup_complete_at: Option<u64>,
+    pub(super) faults_stopped: bool,
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct RunnerState {
     services: Vec<ServiceState>,
-    book: PropertyBook,
-    seq: u64,
-    execs: BTreeMap<u64, Purpose>,
-    next_exec: u64,
-    composer: Option<Composer>,
-    discovered: Vec<TestCommand>,
-    discovery_sent: bool,
-    drivers_ended: bool,
-    next_anytime: u64,
-    setup_complete_at: Option<u64>,
-    faults_stopped: bool,
+    orchestration: Orchestration,
 }
 
+/// The part of a tracked service that changes during a run.
 #[derive(Serialize, Deserialize)]
 struct ServiceState {
     name: String,
@@ -42,14 +50,12 @@ struct ServiceState {
     last_health_failure: String,
 }
 
-impl RunnerState {
+impl Supervisor<'_> {
     /// Number of the next event this runner will record.
     pub fn next_event(&self) -> u64 {
-        self.seq
+        self.orch.seq
     }
-}
 
-impl Supervisor<'_> {
     pub fn runner_state(&self) -> RunnerState {
         RunnerState {
             services: self
@@ -67,17 +73,7 @@ impl Supervisor<'_> {
                     last_health_failure: s.last_health_failure.clone(),
                 })
                 .collect(),
-            book: self.book.clone(),
-            seq: self.seq,
-            execs: self.execs.clone(),
-            next_exec: self.next_exec,
-            composer: self.composer.clone(),
-            discovered: self.discovered.clone(),
-            discovery_sent: self.discovery_sent,
-            drivers_ended: self.drivers_ended,
-            next_anytime: self.next_anytime,
-            setup_complete_at: self.setup_complete_at,
-            faults_stopped: self.faults_stopped,
+            orchestration: self.orch.clone(),
         }
     }
 
@@ -100,17 +96,7 @@ impl Supervisor<'_> {
             s.last_health_output = saved.last_health_output;
             s.last_health_failure = saved.last_health_failure;
         }
-        self.book = state.book;
-        self.seq = state.seq;
-        self.execs = state.execs;
-        self.next_exec = state.next_exec;
-        self.composer = state.composer;
-        self.discovered = state.discovered;
-        self.discovery_sent = state.discovery_sent;
-        self.drivers_ended = state.drivers_ended;
-        self.next_anytime = state.next_anytime;
-        self.setup_complete_at = state.setup_complete_at;
-        self.faults_stopped = state.faults_stopped;
+        self.orch = state.orchestration;
         Ok(())
     }
 }
