@@ -10,7 +10,7 @@ runs=${1:-3}
 "$root/scripts/setup.sh"
 kernel=$("$root/images/kernel/build.sh")
 initrd=$("$root/images/guest-probe/build.sh")
-(cd "$root" && cargo build --release -q -p explorer --bin detvm)
+(cd "$root" && cargo build --release -q -p detvm --bin detvm)
 detvm="$root/target/release/detvm"
 
 # Prints seconds from start until a line containing PROBE-START appears.

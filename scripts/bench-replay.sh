@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-1}
-cargo build --release -q -p explorer
+cargo build --release -q -p detvm
 export DETVM_HOME=${DETVM_HOME:-$PWD/target/bench-replay-home}
 detvm=$PWD/target/release/detvm
 DETVM=$detvm examples/kv/build-images.sh >/dev/null 2>&1

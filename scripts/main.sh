@@ -7,5 +7,5 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
-cargo build --release -q -p explorer --bin detvm
+cargo build --release -q -p detvm --bin detvm
 exec "$root/target/release/detvm" run examples/kv/docker-compose.yaml --seed "${SEED:-1}" "$@"

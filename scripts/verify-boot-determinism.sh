@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-20}; shift || true
 initrd=$("$root/images/guest-probe/build.sh")
-(cd "$root" && cargo build --release -q -p explorer --bin detvm)
+(cd "$root" && cargo build --release -q -p detvm --bin detvm)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 1 "$runs"); do
   "$root/target/release/detvm" boot --initrd "$initrd" --seed 1 "$@" >"$tmp/console.$i" 2>"$tmp/summary.$i"

@@ -1,15 +1,14 @@
-//! detvm's explorer: the command line and, later, compose runs and campaigns.
+//! detvm's engine: compose systems resolved into Worlds, runs driven through
+//! [`run::Session`], the run store, replays to a moment and determinism checks. It never
+//! prints: callers pass an [`observer::Observer`] and get values back. The `detvm` CLI
+//! (crate `cli/`) and the notebook are built on it (docs/architecture.md).
 
-pub mod boot_cmd;
-pub mod cli;
 pub mod compose;
-pub mod composer;
-pub mod doctor_cmd;
-pub mod image_cmd;
 pub mod moment;
+pub mod observer;
 pub mod paths;
 pub mod properties;
 pub mod report;
 pub mod run;
-pub mod run_cmd;
 pub mod store;
+pub mod test_composer;

@@ -1,10 +1,12 @@
-//! `detvm check`: the same run several times; every trace hash and event must agree.
+//! Checks of determinism (`detvm check`): the same run several times; every trace hash,
+//! event and verdict must agree.
 
 use std::sync::atomic::AtomicBool;
 
-use super::{exit, run, RunError, RunOptions};
+use super::{run, RunError, RunOptions};
 use crate::moment::format_vtime;
-use crate::store::{RunStore, StoredEvent};
+use crate::observer::Observer;
+use crate::store::{RunStatus, RunStore, StoredEvent};
 
 /// What differs first between two runs' event streams.
 pub fn first_difference(a: &[StoredEvent], b: &[StoredEvent]) -> Option<String> {
@@ -34,36 +36,79 @@ pub fn first_difference(a: &[StoredEvent], b: &[StoredEvent]) -> Option<String> 
     })
 }
 
-/// Runs `runs` times; returns the exit code and prints the verdict.
-pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8, RunError> {
+/// One run of a check, as the check saw it.
+#[derive(Debug, Clone)]
+pub struct CheckedRun {
+    pub run: String,
+    pub status: RunStatus,
+    /// What stopped the run, if something did.
+    pub message: Option<String>,
+    pub trace_hash: String,
+    pub events: usize,
+}
+
+/// What `detvm check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every run gave one trace hash, one event stream and the same verdicts.
+    Deterministic {
+        /// Set when the identical runs stopped before their test finished (setup
+        /// failed, infrastructure error, hung driver): that is not a pass.
+        incomplete: Option<RunStatus>,
+    },
+    /// Two runs differ; names them and the first difference.
+    Differs {
+        first: String,
+        other: String,
+        difference: String,
+    },
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub runs: Vec<CheckedRun>,
+    pub verdict: Verdict,
+}
+
+/// Runs `runs` times (at least 2) with the same options and compares them; stops at
+/// the first difference.
+pub fn check(
+    opts: &RunOptions,
+    runs: u32,
+    observer: &mut dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<CheckOutcome, RunError> {
+    let total = runs.max(2);
+    let mut checked = Vec::new();
     let mut first: Option<(String, String, Vec<StoredEvent>, String)> = None;
     let mut incomplete = None;
-    for n in 1..=runs.max(2) {
-        eprintln!("detvm check: run {n} of {}", runs.max(2));
-        let result = run(opts, interrupt)?;
-        if result.exit == exit::INTERRUPTED {
-            return Ok(exit::INTERRUPTED);
+    for n in 1..=total {
+        observer.info(&format!("run {n} of {total}"));
+        let result = run(opts, observer, interrupt)?;
+        let report = &result.report;
+        if report.status == RunStatus::Interrupted {
+            return Ok(CheckOutcome {
+                runs: checked,
+                verdict: Verdict::Interrupted,
+            });
         }
         let store =
             RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
         let events = store
-            .events(&result.report.run, 0, u64::MAX)
+            .events(&report.run, 0, u64::MAX)
             .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-        let id = result.report.run.clone();
-        let trace = result.report.trace_hash.clone();
-        let verdicts = serde_json::to_string(&result.report.properties).expect("serializes");
-        let why = result
-            .report
-            .message
-            .as_deref()
-            .map(|m| format!(" ({m})"))
-            .unwrap_or_default();
-        println!(
-            "run {id}: {}{why} — trace {trace}, {} events",
-            result.report.status.as_str(),
-            events.len()
-        );
-        incomplete = incomplete.or(run_did_not_complete(result.exit));
+        let id = report.run.clone();
+        let trace = report.trace_hash.clone();
+        let verdicts = serde_json::to_string(&report.properties).expect("serializes");
+        checked.push(CheckedRun {
+            run: id.clone(),
+            status: report.status,
+            message: report.message.clone(),
+            trace_hash: trace.clone(),
+            events: events.len(),
+        });
+        incomplete = incomplete.or(did_not_complete(report.status));
         match &first {
             None => first = Some((id, trace, events, verdicts)),
             Some((first_id, first_trace, first_events, first_verdicts)) => {
@@ -72,31 +117,34 @@ pub fn check(opts: &RunOptions, runs: u32, interrupt: &AtomicBool) -> Result<u8,
                         .then(|| "equal events but different property verdicts".to_string())
                 });
                 if diff.is_some() || *first_trace != trace {
-                    println!(
-                        "NOT DETERMINISTIC: runs {first_id} and {id} differ: {}",
-                        diff.unwrap_or_else(|| format!(
-                            "trace {first_trace} vs {trace} with equal events"
-                        ))
-                    );
-                    return Ok(exit::NOT_DETERMINISTIC);
+                    return Ok(CheckOutcome {
+                        runs: checked,
+                        verdict: Verdict::Differs {
+                            first: first_id.clone(),
+                            other: id,
+                            difference: diff.unwrap_or_else(|| {
+                                format!("trace {first_trace} vs {trace} with equal events")
+                            }),
+                        },
+                    });
                 }
             }
         }
     }
-    println!(
-        "deterministic: {} runs, one trace hash, one event stream, the same properties",
-        runs.max(2)
-    );
-    // Identical runs that never got to test anything are not a pass.
-    Ok(incomplete.unwrap_or(exit::PASSED))
+    Ok(CheckOutcome {
+        runs: checked,
+        verdict: Verdict::Deterministic { incomplete },
+    })
 }
 
-/// The exit code of a run that stopped before its test finished (setup failed, an
-/// infrastructure error, a hung driver); `None` for one that ran to its verdicts.
-fn run_did_not_complete(code: u8) -> Option<u8> {
-    [exit::SETUP_FAILED, exit::INFRASTRUCTURE, exit::DRIVER_HUNG]
-        .contains(&code)
-        .then_some(code)
+/// A status of a run that stopped before its test finished; `None` for one that ran
+/// to its verdicts.
+fn did_not_complete(status: RunStatus) -> Option<RunStatus> {
+    matches!(
+        status,
+        RunStatus::SetupFailed | RunStatus::InfrastructureError | RunStatus::DriverHung
+    )
+    .then_some(status)
 }
 
 #[cfg(test)]
@@ -124,14 +172,20 @@ mod tests {
     }
 
     #[test]
-    fn only_runs_that_stopped_early_change_the_exit_code() {
-        assert_eq!(run_did_not_complete(exit::PASSED), None);
-        assert_eq!(run_did_not_complete(exit::PROPERTIES_FAILED), None);
+    fn only_runs_that_stopped_early_are_incomplete() {
+        assert_eq!(did_not_complete(RunStatus::Passed), None);
+        assert_eq!(did_not_complete(RunStatus::PropertiesFailed), None);
         assert_eq!(
-            run_did_not_complete(exit::INFRASTRUCTURE),
-            Some(exit::INFRASTRUCTURE)
+            did_not_complete(RunStatus::InfrastructureError),
+            Some(RunStatus::InfrastructureError)
         );
-        assert_eq!(run_did_not_complete(exit::SETUP_FAILED), Some(2));
-        assert_eq!(run_did_not_complete(exit::DRIVER_HUNG), Some(5));
+        assert_eq!(
+            did_not_complete(RunStatus::SetupFailed),
+            Some(RunStatus::SetupFailed)
+        );
+        assert_eq!(
+            did_not_complete(RunStatus::DriverHung),
+            Some(RunStatus::DriverHung)
+        );
     }
 }

@@ -101,10 +101,7 @@ impl RunInputs {
             } else {
                 BackendKind::Emu
             },
-            json: None,
-            junit: None,
             home: home.to_path_buf(),
-            progress: false,
             snapshot_at: Vec::new(),
         }
     }

@@ -1,24 +1,22 @@
-//! `detvm replay RUN@VTIME`: the run rebuilt from its inputs, started from its latest
-//! snapshot at or before VTIME (or from boot), and run deterministically to the decision
-//! point of VTIME: the runner's first step boundary at or after it, after the runner's
-//! turn there (steps are 10 ms of virtual time; where a step ends is itself a scheduling
-//! decision, so the world is only stopped where the run itself stopped it). It
-//! prints the state there (services, nodes, properties so far, trace hash) and checks
-//! the events it replayed against the ones the run stored: a replay that differs from
-//! its run is reported, with the first differing event (exit 6).
+//! Replays of a run to a moment `RUN@VTIME`: the run rebuilt from its inputs, started
+//! from its latest snapshot at or before VTIME (or from boot), and run deterministically
+//! to the decision point of VTIME: the runner's first step boundary at or after it,
+//! after the runner's turn there (steps are 10 ms of virtual time; where a step ends is
+//! itself a scheduling decision, so the world is only stopped where the run itself
+//! stopped it). The replayed events are checked against the ones the run stored: a
+//! replay that differs from its run says so, with the first differing event.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use serde::Serialize;
-use vmm::world::World;
 
 use super::inputs::RunInputs;
-use super::services::Tracked;
-use super::supervisor::{Supervisor, STEP_NS};
-use super::{check, exit, prepare, snapshots, RunError};
+use super::prepare::prepare;
+use super::session::{decision_point, Session, SessionState};
+use super::{check, snapshots, RunError};
 use crate::moment::{format_vtime, Moment};
+use crate::observer::Observer;
 use crate::store::{RunStore, StoredEvent};
 
 pub struct ReplayOptions {
@@ -37,45 +35,12 @@ pub struct ReplaySummary {
     /// `boot`, or the snapshot file it started from.
     pub started_from: String,
     pub started_at_ns: u64,
-    pub trace_hash: String,
-    pub phase: String,
-    pub nodes: Vec<NodeSummary>,
-    pub services: Vec<ServiceSummary>,
-    pub properties: Vec<PropertySoFar>,
+    #[serde(flatten)]
+    pub state: SessionState,
     pub events_replayed: usize,
     /// The first event that differs from the stored run, if any.
     pub divergence: Option<String>,
     pub wall_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeSummary {
-    pub name: String,
-    pub state: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceSummary {
-    pub name: String,
-    pub life: String,
-    pub healthy: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PropertySoFar {
-    pub id: String,
-    pub passes: u64,
-    pub failures: u64,
-}
-
-impl ReplaySummary {
-    pub fn exit_code(&self) -> u8 {
-        if self.divergence.is_some() {
-            exit::NOT_DETERMINISTIC
-        } else {
-            exit::PASSED
-        }
-    }
 }
 
 /// The latest snapshot at or before `vtime_ns`, if any.
@@ -85,10 +50,29 @@ fn nearest_snapshot(run_dir: &Path, vtime_ns: u64) -> Option<(u64, PathBuf)> {
         .rfind(|(t, _)| *t <= vtime_ns)
 }
 
-pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
+/// Collects the events a replay produces.
+struct Collect<'a> {
+    events: Vec<StoredEvent>,
+    outer: &'a mut dyn Observer,
+}
+
+impl Observer for Collect<'_> {
+    fn events(&mut self, batch: &[StoredEvent]) -> Result<(), String> {
+        self.events.extend_from_slice(batch);
+        self.outer.events(batch)
+    }
+    fn progress(&mut self, vtime_ns: u64, phase: &str) {
+        self.outer.progress(vtime_ns, phase)
+    }
+}
+
+pub fn replay(
+    opts: &ReplayOptions,
+    observer: &mut dyn Observer,
+) -> Result<ReplaySummary, RunError> {
     let wall = Instant::now();
     let moment = &opts.moment;
-    let point = moment.vtime_ns.div_ceil(STEP_NS) * STEP_NS;
+    let point = decision_point(moment.vtime_ns);
     let store = RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
     let record = store
         .run(&moment.run)
@@ -103,7 +87,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
     let run_dir = store.run_dir(&record.id);
     let inputs = RunInputs::load(&run_dir)?;
     let run_opts = inputs.options(&opts.home);
-    let prepared = prepare(&run_opts)?;
+    let prepared = prepare(&run_opts, observer)?;
     prepared
         .fingerprint()?
         .same_as(&inputs.fingerprint)
@@ -111,55 +95,40 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
     let scratch = tempfile::tempdir()
         .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
     let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
-    let tracked: Vec<Tracked> = plan
-        .services
-        .into_iter()
-        .map(|p| Tracked::new(p.service, p.spec))
-        .collect();
 
     let start = (!opts.from_start)
         .then(|| nearest_snapshot(&run_dir, point))
         .flatten();
-    let never = AtomicBool::new(false);
-    let (mut sup, started_from) = match &start {
+    let (mut session, started_from) = match &start {
         Some((_, path)) => {
-            let (world, state) = snapshots::load(path, &plan.config)
+            let snap = Session::load(path, &plan)
                 .map_err(|e| RunError::Input(format!("{moment}: {e}")))?;
-            let world = World::restore(&world).map_err(|e| {
-                RunError::Infrastructure(format!("{}: restore: {e}", path.display()))
-            })?;
-            let mut sup = Supervisor::new(world, tracked, inputs.seed, inputs.duration_ns, &never);
-            sup.resume(state)
-                .map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?;
-            (sup, path.display().to_string())
+            let session = Session::restore(&plan, &snap, inputs.seed, inputs.duration_ns, None)
+                .map_err(|e| match e {
+                    RunError::Input(m) => RunError::Input(format!("{}: {m}", path.display())),
+                    other => RunError::Infrastructure(format!("{}: {other}", path.display())),
+                })?;
+            (session, path.display().to_string())
         }
-        None => {
-            let world = World::new(plan.config)
-                .map_err(|e| RunError::Infrastructure(format!("the world did not boot: {e}")))?;
-            let sup = Supervisor::new(world, tracked, inputs.seed, inputs.duration_ns, &never);
-            (sup, "boot".to_string())
-        }
+        None => (
+            Session::boot(plan, inputs.seed, inputs.duration_ns)?,
+            "boot".to_string(),
+        ),
     };
-    let started_at_ns = sup.now();
-    let first_seq = sup.next_event();
-    eprintln!(
-        "detvm replay: {moment} from {started_from} at {}",
+    let started_at_ns = session.now();
+    let first_seq = session.runner().next_event();
+    observer.info(&format!(
+        "{moment} from {started_from} at {}",
         format_vtime(started_at_ns)
-    );
-    sup.stop_at(point);
-    let mut replayed: Vec<StoredEvent> = Vec::new();
-    let ending = sup.run(
-        &mut |_, _| {},
-        &mut |events| {
-            replayed.append(events);
-            Ok(())
-        },
-        &mut |_| Ok(()),
-    );
-    replayed.append(&mut sup.events);
+    ));
+    let mut collect = Collect {
+        events: Vec::new(),
+        outer: observer,
+    };
+    let ending = session.run_to(point, &mut collect);
     match ending {
         // The run may end at the very decision point (its last step).
-        Ok(_) if sup.now() >= point => {}
+        Ok(_) if session.now() >= point => {}
         Ok(other) => {
             return Err(RunError::Infrastructure(format!(
                 "{moment}: the replay ended before the moment: {other:?}"
@@ -172,8 +141,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
         }
     }
     // Events exactly at the decision point belong to the next step; compare before it.
-    let before = |e: &&StoredEvent| e.vtime_ns < point;
-    let replayed: Vec<StoredEvent> = replayed.iter().filter(before).cloned().collect();
+    let replayed: Vec<StoredEvent> = collect
+        .events
+        .into_iter()
+        .filter(|e| e.vtime_ns < point)
+        .collect();
     let stored: Vec<StoredEvent> = store
         .events(&record.id, started_at_ns, point)
         .map_err(|e| RunError::Infrastructure(e.to_string()))?
@@ -181,87 +153,14 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplaySummary, RunError> {
         .filter(|e| e.seq >= first_seq)
         .collect();
     let divergence = check::first_difference(&stored, &replayed);
-
-    let world = &sup.world;
     Ok(ReplaySummary {
         moment: moment.to_string(),
         decision_point_ns: point,
         started_from,
         started_at_ns,
-        trace_hash: format!("{:016x}", world.trace_value()),
-        phase: sup.phase_name().to_string(),
-        nodes: world
-            .node_names()
-            .into_iter()
-            .map(|name| NodeSummary {
-                state: world
-                    .node_state(&name)
-                    .map(|s| format!("{s:?}").to_lowercase())
-                    .unwrap_or_default(),
-                name,
-            })
-            .collect(),
-        services: sup
-            .services
-            .iter()
-            .map(|s| ServiceSummary {
-                name: s.name().to_string(),
-                life: format!("{:?}", s.life),
-                healthy: s.healthy,
-            })
-            .collect(),
-        properties: sup
-            .orch
-            .book
-            .properties()
-            .into_iter()
-            .map(|p| PropertySoFar {
-                id: p.id,
-                passes: p.passes,
-                failures: p.failures,
-            })
-            .collect(),
+        state: session.state(),
         events_replayed: replayed.len(),
         divergence,
         wall_ms: wall.elapsed().as_millis() as u64,
     })
-}
-
-/// The summary as the terminal shows it.
-pub fn render(s: &ReplaySummary) -> String {
-    let mut out = format!(
-        "moment {} (decision point {})\n  replayed from {} at {} in {:.1}s wall\n  trace hash {}\n  phase: {}\n",
-        s.moment,
-        format_vtime(s.decision_point_ns),
-        s.started_from,
-        format_vtime(s.started_at_ns),
-        s.wall_ms as f64 / 1000.0,
-        s.trace_hash,
-        s.phase
-    );
-    out.push_str("  services:\n");
-    for (svc, node) in s.services.iter().zip(&s.nodes) {
-        out.push_str(&format!(
-            "    {:<16} {:<24} vm {}{}\n",
-            svc.name,
-            svc.life,
-            node.state,
-            if svc.healthy { ", healthy" } else { "" }
-        ));
-    }
-    out.push_str("  properties so far (passes / failures):\n");
-    for p in &s.properties {
-        out.push_str(&format!(
-            "    {:>5} / {:<5} {}\n",
-            p.passes, p.failures, p.id
-        ));
-    }
-    match &s.divergence {
-        None => out.push_str(&format!(
-            "  {} events replayed, identical to the run's\n",
-            s.events_replayed
-        )),
-        Some(d) => out.push_str(&format!("  REPLAY DIFFERS from the run: {d}\n")),
-    }
-    out
 }

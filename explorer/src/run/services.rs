@@ -22,10 +22,18 @@ pub enum Life {
     Failed(String),
 }
 
+/// A service as the runner tracks it: its compose definition and resolved run spec
+/// (rebuilt from the compose file on replay) and its [`ServiceState`] (saved in snapshots).
 #[derive(Debug, Clone)]
 pub struct Tracked {
     pub service: Service,
     pub spec: ServiceSpec,
+    pub state: ServiceState,
+}
+
+/// The part of a tracked service that changes during a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceState {
     pub life: Life,
     pub started_at: Option<u64>,
     pub healthy: bool,
@@ -39,11 +47,9 @@ pub struct Tracked {
     pub last_health_failure: String,
 }
 
-impl Tracked {
-    pub fn new(service: Service, spec: ServiceSpec) -> Tracked {
-        Tracked {
-            service,
-            spec,
+impl Default for ServiceState {
+    fn default() -> Self {
+        ServiceState {
             life: Life::Booting,
             started_at: None,
             healthy: false,
@@ -54,9 +60,23 @@ impl Tracked {
             last_health_failure: String::new(),
         }
     }
+}
+
+impl Tracked {
+    pub fn new(service: Service, spec: ServiceSpec) -> Tracked {
+        Tracked {
+            service,
+            spec,
+            state: ServiceState::default(),
+        }
+    }
 
     pub fn name(&self) -> &str {
         &self.service.name
+    }
+
+    pub fn life(&self) -> &Life {
+        &self.state.life
     }
 
     pub fn healthcheck(&self) -> Option<&Healthcheck> {
@@ -65,17 +85,17 @@ impl Tracked {
 
     /// Started and, when it has a healthcheck, healthy.
     pub fn up(&self) -> bool {
-        self.life == Life::Running && (self.healthcheck().is_none() || self.healthy)
+        self.state.life == Life::Running && (self.healthcheck().is_none() || self.state.healthy)
     }
 }
 
 /// Whether `condition` on `dep` holds.
 pub fn satisfied(dep: &Tracked, condition: Condition) -> bool {
     match condition {
-        Condition::Started => matches!(dep.life, Life::Running | Life::Exited { .. }),
-        Condition::Healthy => dep.life == Life::Running && dep.healthy,
+        Condition::Started => matches!(dep.state.life, Life::Running | Life::Exited { .. }),
+        Condition::Healthy => dep.state.life == Life::Running && dep.state.healthy,
         Condition::CompletedSuccessfully => {
-            matches!(dep.life, Life::Exited { code: Some(0), .. })
+            matches!(dep.state.life, Life::Exited { code: Some(0), .. })
         }
     }
 }
@@ -86,7 +106,7 @@ pub fn startable(services: &[Tracked]) -> Vec<usize> {
     services
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.life == Life::Ready)
+        .filter(|(_, s)| s.state.life == Life::Ready)
         .filter(|(_, s)| {
             s.service
                 .depends_on
@@ -100,10 +120,10 @@ pub fn startable(services: &[Tracked]) -> Vec<usize> {
 /// A dependency that can no longer be met (its service exited badly or failed).
 pub fn blocked(services: &[Tracked]) -> Option<String> {
     let find = |name: &str| services.iter().find(|s| s.name() == name);
-    for s in services.iter().filter(|s| s.life == Life::Ready) {
+    for s in services.iter().filter(|s| s.state.life == Life::Ready) {
         for d in &s.service.depends_on {
             let Some(t) = find(&d.service) else { continue };
-            let dead = match (&t.life, d.condition) {
+            let dead = match (&t.state.life, d.condition) {
                 (Life::Failed(_), _) => true,
                 (Life::Exited { code, .. }, Condition::CompletedSuccessfully) => *code != Some(0),
                 (Life::Exited { .. }, Condition::Healthy) => true,
@@ -115,7 +135,7 @@ pub fn blocked(services: &[Tracked]) -> Option<String> {
                     s.name(),
                     t.name(),
                     d.condition,
-                    t.life
+                    t.state.life
                 ));
             }
         }
@@ -165,14 +185,14 @@ mod tests {
             svc("job", &[("db", Condition::CompletedSuccessfully)]),
         ];
         for t in &mut s {
-            t.life = Life::Ready;
+            t.state.life = Life::Ready;
         }
         assert_eq!(startable(&s), [0]);
-        s[0].life = Life::Running;
+        s[0].state.life = Life::Running;
         assert_eq!(startable(&s), Vec::<usize>::new(), "running is not healthy");
-        s[0].healthy = true;
+        s[0].state.healthy = true;
         assert_eq!(startable(&s), [1]);
-        s[0].life = Life::Exited {
+        s[0].state.life = Life::Exited {
             code: Some(1),
             signal: None,
         };

@@ -17,10 +17,11 @@ use vmm::world::{NodeConfig, WorldConfig};
 
 use super::RunError;
 use crate::compose::{Compose, Service};
+use crate::observer::Observer;
 
 /// What the runner needs per service besides its VM.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub struct ServicePlan {
     pub service: Service,
     pub spec: ServiceSpec,
 }
@@ -59,6 +60,7 @@ pub fn resolve_images(
     compose: &Compose,
     store: &Store,
     home: &Path,
+    observer: &mut dyn Observer,
 ) -> Result<Vec<(PathBuf, ImageRun)>, RunError> {
     let missing = |store: &Store| {
         compose
@@ -70,11 +72,11 @@ pub fn resolve_images(
     };
     if !missing(store).is_empty() {
         if let Some(script) = &compose.settings.prepare {
-            eprintln!(
-                "detvm: images missing ({}); running {}",
+            observer.info(&format!(
+                "images missing ({}); running {}",
                 missing(store).join(", "),
                 script.display()
-            );
+            ));
             // The script loads into this run's store with this very detvm.
             let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
             let mut command = Command::new(script);
@@ -185,9 +187,10 @@ fn format_volume(path: &Path, size: u64, service: &str, volume: &str) -> Result<
     Ok(())
 }
 
+#[derive(Clone)]
 pub struct WorldPlan {
     pub config: WorldConfig,
-    pub services: Vec<Prepared>,
+    pub services: Vec<ServicePlan>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -292,7 +295,7 @@ pub fn world_config(
             name: s.name.clone(),
             vm,
         });
-        services.push(Prepared {
+        services.push(ServicePlan {
             service: s.clone(),
             spec,
         });

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use vmm::snapshot::file;
 use vmm::world::snapshot::WorldSnapshot;
-use vmm::world::WorldConfig;
 
-use super::supervisor::{RunnerState, Supervisor};
+use super::session::Session;
 use crate::moment::format_vtime;
+use crate::observer::Observer;
 
 pub const DIR: &str = "snapshots";
 
@@ -33,9 +33,13 @@ impl Schedule {
         }
     }
 
-    /// Takes a snapshot if one is due at the supervisor's current time.
-    pub fn take_due(&mut self, sup: &mut Supervisor) -> Result<(), String> {
-        let now = sup.now();
+    /// Takes a snapshot if one is due at the session's current time.
+    pub fn take_due(
+        &mut self,
+        session: &mut Session,
+        observer: &mut dyn Observer,
+    ) -> Result<(), String> {
+        let now = session.now();
         if self.due.front().is_none_or(|&t| t > now) {
             return Ok(());
         }
@@ -44,30 +48,23 @@ impl Schedule {
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let world = sup
-            .world
-            .snapshot()
-            .map_err(|e| format!("snapshot at {}: {e}", format_vtime(now)))?;
-        let app = serde_json::to_vec(&sup.runner_state()).expect("runner state serializes");
         let path = self
             .dir
             .join(file::file_name_at(vmm::clock::VirtualTime(now)));
         let parent = self.parent.as_ref().map(|(p, s)| (p.as_path(), s));
-        let written = file::save_with_app(&world, &path, parent, Some(&app))
+        let incremental = parent.is_some();
+        let (snap, written) = session
+            .save(&path, parent)
             .map_err(|e| format!("snapshot at {}: {e}", format_vtime(now)))?;
-        eprintln!(
-            "detvm: snapshot at {}: {} ({} KiB, {} pages{})",
+        observer.info(&format!(
+            "snapshot at {}: {} ({} KiB, {} pages{})",
             format_vtime(now),
             path.display(),
             written.bytes / 1024,
             written.pages,
-            if parent.is_some() {
-                ", incremental"
-            } else {
-                ""
-            }
-        );
-        self.parent = Some((path, world));
+            if incremental { ", incremental" } else { "" }
+        ));
+        self.parent = Some((path, snap.world));
         Ok(())
     }
 }
@@ -87,15 +84,4 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     found.sort();
     found
-}
-
-/// A snapshot file read back: the World and the runner's state.
-pub fn load(path: &Path, config: &WorldConfig) -> Result<(WorldSnapshot, RunnerState), String> {
-    let world = file::load(path, config).map_err(|e| e.to_string())?;
-    let app = file::load_app(path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: no runner state in this snapshot", path.display()))?;
-    let state = serde_json::from_slice(&app)
-        .map_err(|e| format!("{}: runner state: {e}", path.display()))?;
-    Ok((world, state))
 }

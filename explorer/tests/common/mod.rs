@@ -85,4 +85,3 @@ pub fn busybox_initramfs(init_script: &str) -> PathBuf {
 }
 
 pub mod agent;
-pub mod cli;

@@ -1,23 +1,22 @@
-//! The run loop: steps the World in small slices of virtual time and, between slices,
-//! acts like an orchestrator: starts services when their dependencies hold, runs
-//! health checks and test commands through the agents, and turns agent messages into
-//! properties. Everything it decides depends only on events, so a run is a function
-//! of its inputs and seed.
+//! The runner: between the World's slices of virtual time it acts like an
+//! orchestrator: starts services when their dependencies hold, runs health checks and
+//! test commands through the agents, and turns agent messages into properties.
+//! Everything it decides depends only on the events it saw, so a run is a function of
+//! its inputs and seed; the [`super::Session`] carries its [`Effect`]s to the World.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use detvm_protocol::message::{AgentMessage, ExecRequest, HostMessage, Stream};
-use vmm::clock::VirtualTime;
-use vmm::world::{EventKind, NodeChange, World, WorldEvent, WorldOutcome};
+use detvm_protocol::message::{AgentMessage, ExecRequest, Stream};
+use detvm_protocol::spec::ServiceSpec;
+use vmm::world::{EventKind, NodeChange, WorldEvent};
 
 use super::services::{blocked, startable, Life, Tracked};
-use crate::composer::{Action, Composer, Kind, TestCommand, TEST_DIR};
 use crate::properties::{parse_sdk_line, PropertyBook, SdkLine};
 use crate::store::StoredEvent;
+use crate::test_composer::{Composer, Kind, Next, TestCommand, TEST_DIR};
 
 mod state;
-pub use state::{Orchestration, RunnerState};
+pub use state::{RunnerState, SavedRunner};
 
 /// Virtual time between the runner's turns.
 pub const STEP_NS: u64 = 10_000_000;
@@ -55,43 +54,48 @@ pub enum Ending {
     SetupFailed(String),
     DriverHung(String),
     Interrupted,
-    /// The stop time set with [`Supervisor::stop_at`] was reached (a replay).
+    /// The moment asked for ([`super::Session::run_to`]) was reached.
     Reached,
 }
 
-pub struct Supervisor<'a> {
-    pub world: World,
+/// What the runner asks of the world after its turn; the [`super::Session`] applies
+/// them in order, so the runner itself is a pure function of the events it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start a service: the run cannot go on if the message cannot be sent.
+    Start {
+        node: String,
+        spec: Box<ServiceSpec>,
+    },
+    /// Run a command in a node (health check, test command, discovery); a node that
+    /// cannot take it is noted, not fatal.
+    Exec { node: String, request: ExecRequest },
+    /// Stop injecting faults and heal the world (before `eventually_` commands).
+    StopFaults,
+}
+
+/// The orchestrator of a run: starts services when their dependencies hold, runs
+/// health checks and test commands, judges properties. It never touches the World:
+/// it reads events ([`Runner::observe`]) and answers with [`Effect`]s ([`Runner::decide`]).
+#[derive(Clone)]
+pub struct Runner {
     pub services: Vec<Tracked>,
-    /// What the runner decided so far (saved in snapshots).
-    pub orch: Orchestration,
-    pub events: Vec<StoredEvent>,
+    /// What the runner decided so far (saved in snapshots with the services' states).
+    pub state: RunnerState,
     seed: u64,
     duration_ns: u64,
     stopping: bool,
-    interrupt: &'a AtomicBool,
-    /// Lines for the run folder's log files, by file name, not yet written.
-    logs: BTreeMap<String, String>,
-    log_dir: Option<std::path::PathBuf>,
-    /// Stop as soon as the world reaches this time, before the runner's turn there.
-    stop_at: Option<u64>,
 }
 
-impl<'a> Supervisor<'a> {
-    pub fn new(
-        world: World,
-        services: Vec<Tracked>,
-        seed: u64,
-        duration_ns: u64,
-        interrupt: &'a AtomicBool,
-    ) -> Self {
+impl Runner {
+    pub fn new(services: Vec<Tracked>, seed: u64, duration_ns: u64) -> Self {
         let mut book = PropertyBook::new();
         book.declare_builtin(SETUP, "setup completed");
         book.declare_builtin(CRASH, "no service crashed unexpectedly");
         book.declare_builtin(DETERMINISTIC, "no forced non-deterministic preemption");
-        Supervisor {
-            world,
+        Runner {
             services,
-            orch: Orchestration {
+            state: RunnerState {
                 book,
                 seq: 0,
                 execs: BTreeMap::new(),
@@ -104,72 +108,18 @@ impl<'a> Supervisor<'a> {
                 setup_complete_at: None,
                 faults_stopped: false,
             },
-            events: Vec::new(),
             seed,
             duration_ns,
             stopping: false,
-            interrupt,
-            logs: BTreeMap::new(),
-            log_dir: None,
-            stop_at: None,
         }
     }
 
-    /// Makes [`Supervisor::run`] end with [`Ending::Reached`] once the world is at
-    /// `vtime` (a step boundary) and the runner has taken its turn there: the state a
-    /// snapshot at that time holds.
-    pub fn stop_at(&mut self, vtime_ns: u64) {
-        self.stop_at = Some(vtime_ns);
-    }
-
-    pub fn now(&self) -> u64 {
-        self.world.now().as_nanos()
-    }
-
-    /// Steps until the run ends; `progress` sees virtual time after each step and
-    /// `between_steps` the supervisor at each step boundary (where snapshots are taken).
-    pub fn run(
-        &mut self,
-        progress: &mut dyn FnMut(u64, &str),
-        flush: &mut dyn FnMut(&mut Vec<StoredEvent>) -> Result<(), String>,
-        between_steps: &mut dyn FnMut(&mut Self) -> Result<(), String>,
-    ) -> Result<Ending, String> {
-        loop {
-            if self.interrupt.load(Ordering::SeqCst) {
-                return Ok(Ending::Interrupted);
-            }
-            between_steps(self)?;
-            let stop = self.stop_at.unwrap_or(u64::MAX);
-            if self.now() >= stop {
-                return Ok(Ending::Reached);
-            }
-            let until = VirtualTime((self.now() + STEP_NS).min(stop));
-            let mut fresh = Vec::new();
-            let outcome = self
-                .world
-                .run_until(until, &mut |e| fresh.push(e))
-                .map_err(|e| format!("the world stopped at {}: {e}", self.world.now()))?;
-            for e in fresh {
-                self.handle(e);
-            }
-            if self.events.len() >= 512 {
-                flush(&mut self.events)?;
-                self.flush_logs()?;
-            }
-            if let Some(ending) = self.decide()? {
-                return Ok(ending);
-            }
-            progress(self.now(), self.phase_name());
-            if outcome == WorldOutcome::AllStopped {
-                return Ok(Ending::SetupFailed(
-                    "every VM stopped before the run ended".to_string(),
-                ));
-            }
-        }
+    pub fn duration_ns(&self) -> u64 {
+        self.duration_ns
     }
 
     pub fn phase_name(&self) -> &'static str {
-        match (&self.orch.composer, self.orch.drivers_ended) {
+        match (&self.state.composer, self.state.drivers_ended) {
             (None, _) => "setup",
             (Some(c), false) if !c.setup_done() => "first_ commands",
             (Some(_), false) => "drivers",
@@ -181,62 +131,28 @@ impl<'a> Supervisor<'a> {
         self.services.iter().position(|s| s.name() == node)
     }
 
-    /// Where [`Supervisor::flush_logs`] writes the run's log files.
-    pub fn set_log_dir(&mut self, dir: std::path::PathBuf) {
-        self.log_dir = Some(dir);
-    }
-
-    pub fn flush_logs(&mut self) -> Result<(), String> {
-        match self.log_dir.clone() {
-            Some(dir) => self
-                .write_logs(&dir)
-                .map_err(|e| format!("cannot write logs in {}: {e}", dir.display())),
-            None => Ok(()),
-        }
-    }
-
-    /// Appends the pending log lines to `dir/events.log` (every event) and
-    /// `dir/<node>.log` (that node's events).
-    pub fn write_logs(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
-        use std::io::Write;
-        for (file, text) in std::mem::take(&mut self.logs) {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(file))?
-                .write_all(text.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    fn record(&mut self, e: &WorldEvent) {
-        let line = format!("{e}\n");
-        self.logs
-            .entry("events.log".into())
-            .or_default()
-            .push_str(&line);
-        self.logs
-            .entry(format!("{}.log", e.node))
-            .or_default()
-            .push_str(&line);
+    /// Takes in one world event: numbers it for the run store and updates what the
+    /// runner knows (service lives, exec results, SDK assertions).
+    pub fn observe(&mut self, e: WorldEvent) -> StoredEvent {
         let body = serde_json::to_value(&e.kind).unwrap_or_default();
         let kind = body
             .get("type")
             .and_then(|t| t.as_str())
             .unwrap_or("event")
             .to_string();
-        self.events.push(StoredEvent {
-            seq: self.orch.seq,
+        let stored = StoredEvent {
+            seq: self.state.seq,
             vtime_ns: e.time.as_nanos(),
             node: e.node.clone(),
             kind,
             body,
-        });
-        self.orch.seq += 1;
+        };
+        self.state.seq += 1;
+        self.handle(e);
+        stored
     }
 
     fn handle(&mut self, e: WorldEvent) {
-        self.record(&e);
         let now = e.time.as_nanos();
         let Some(i) = self.index_of(&e.node) else {
             return;
@@ -254,7 +170,7 @@ impl<'a> Supervisor<'a> {
                 };
                 if let Some(reason) = bad {
                     let name = self.services[i].name().to_string();
-                    self.orch
+                    self.state
                         .book
                         .fail_builtin(CRASH, &name, now, &format!("{name}: {reason}"));
                 }
@@ -268,49 +184,49 @@ impl<'a> Supervisor<'a> {
         match message {
             AgentMessage::Hello { .. } => {
                 // A restarted VM says hello again: start its service again.
-                self.services[i].life = Life::Ready;
-                self.services[i].healthy = false;
+                self.services[i].state.life = Life::Ready;
+                self.services[i].state.healthy = false;
             }
             AgentMessage::Started { .. } => {
                 let s = &mut self.services[i];
-                s.life = Life::Running;
-                s.started_at = Some(now);
-                s.next_health_at = s
+                s.state.life = Life::Running;
+                s.state.started_at = Some(now);
+                s.state.next_health_at = s
                     .healthcheck()
                     .map(|h| now + h.start_period.as_nanos() as u64);
             }
             AgentMessage::Exited { code, signal } => {
-                self.services[i].life = Life::Exited { code, signal };
+                self.services[i].state.life = Life::Exited { code, signal };
                 if !self.stopping && (code != Some(0) || signal.is_some()) {
                     let how = match (code, signal) {
                         (_, Some(sig)) => format!("killed by signal {sig}"),
                         (Some(c), None) => format!("exited with code {c}"),
                         (None, None) => "ended".to_string(),
                     };
-                    self.orch
+                    self.state
                         .book
                         .fail_builtin(CRASH, &name, now, &format!("{name} {how}"));
                 }
             }
-            AgentMessage::Error { message } if self.services[i].life == Life::Starting => {
-                self.services[i].life = Life::Failed(message);
+            AgentMessage::Error { message } if self.services[i].state.life == Life::Starting => {
+                self.services[i].state.life = Life::Failed(message);
             }
             AgentMessage::Sdk { line, .. } => match parse_sdk_line(&line) {
-                Ok(SdkLine::Assert(a)) => self.orch.book.record(&a, &name, now),
+                Ok(SdkLine::Assert(a)) => self.state.book.record(&a, &name, now),
                 Ok(SdkLine::SetupComplete { .. }) => {}
                 Ok(_) => {}
                 Err(e) => tracing::debug!("{name}: SDK line not understood: {e}"),
             },
             AgentMessage::ExecOutput { id, stream, line } => {
-                if let Some(Purpose::Discover { listing, .. }) = self.orch.execs.get_mut(&id) {
+                if let Some(Purpose::Discover { listing, .. }) = self.state.execs.get_mut(&id) {
                     if stream == Stream::Stdout {
                         listing.push_str(&line);
                         listing.push('\n');
                     }
                 }
-                if let Some(Purpose::Health { service }) = self.orch.execs.get(&id) {
+                if let Some(Purpose::Health { service }) = self.state.execs.get(&id) {
                     let s = *service;
-                    self.services[s].last_health_output = line;
+                    self.services[s].state.last_health_output = line;
                 }
             }
             AgentMessage::ExecExited { id, code, signal } => {
@@ -326,42 +242,42 @@ impl<'a> Supervisor<'a> {
     }
 
     fn exec_done(&mut self, id: u64, now: u64, ok: bool, how: impl Fn() -> String) {
-        let Some(purpose) = self.orch.execs.remove(&id) else {
+        let Some(purpose) = self.state.execs.remove(&id) else {
             return; // a health check that timed out earlier
         };
         match purpose {
             Purpose::Health { service } => {
                 let s = &mut self.services[service];
-                s.health_exec = None;
+                s.state.health_exec = None;
                 if let Some(h) = s.service.healthcheck.clone() {
                     self.health_result(service, now, ok, h.interval.as_nanos() as u64, &how());
                 }
             }
             Purpose::Discover { service, listing } => {
                 let name = self.services[service].name().to_string();
-                self.orch
+                self.state
                     .discovered
-                    .extend(crate::composer::discover(&name, &listing));
+                    .extend(crate::test_composer::discover(&name, &listing));
             }
             Purpose::Command {
                 composer_id,
                 command,
             } => {
-                if let Some(c) = &mut self.orch.composer {
+                if let Some(c) = &mut self.state.composer {
                     c.finished(composer_id);
                 }
                 let label = format!("{}/{}", command.template, command.name());
                 let id = format!("detvm: test command {label} succeeds");
-                self.orch
+                self.state
                     .book
                     .declare_builtin(&id, &format!("test command {label} succeeds"));
                 if !ok {
                     let reason = format!("{label} on {} failed: {}", command.service, how());
-                    self.orch
+                    self.state
                         .book
                         .fail_builtin(&id, &command.service, now, &reason);
                     if command.kind == Kind::First {
-                        self.orch
+                        self.state
                             .book
                             .fail_builtin(SETUP, &command.service, now, &reason);
                     }
@@ -373,8 +289,8 @@ impl<'a> Supervisor<'a> {
     fn health_result(&mut self, i: usize, now: u64, ok: bool, interval: u64, how: &str) {
         let s = &mut self.services[i];
         if ok {
-            s.healthy = true;
-            s.next_health_at = None;
+            s.state.healthy = true;
+            s.state.next_health_at = None;
             return;
         }
         let h = s
@@ -383,82 +299,91 @@ impl<'a> Supervisor<'a> {
             .clone()
             .expect("health exec has a check");
         let in_start_period = s
+            .state
             .started_at
             .is_some_and(|t| now < t + h.start_period.as_nanos() as u64);
         if !in_start_period {
-            s.health_failures += 1;
+            s.state.health_failures += 1;
         }
-        s.last_health_failure = format!("{how}; output: {:?}", s.last_health_output);
-        s.last_health_output.clear();
-        s.next_health_at = Some(now + interval);
+        s.state.last_health_failure = format!("{how}; output: {:?}", s.state.last_health_output);
+        s.state.last_health_output.clear();
+        s.state.next_health_at = Some(now + interval);
     }
 
-    fn send_exec(&mut self, service: usize, argv: Vec<String>, purpose: Purpose) -> u64 {
-        let id = self.orch.next_exec;
-        self.orch.next_exec += 1;
+    fn send_exec(
+        &mut self,
+        effects: &mut Vec<Effect>,
+        service: usize,
+        argv: Vec<String>,
+        purpose: Purpose,
+    ) -> u64 {
+        let id = self.state.next_exec;
+        self.state.next_exec += 1;
         let request = ExecRequest {
             id,
             argv,
             ..ExecRequest::default()
         };
-        let name = self.services[service].name().to_string();
-        if let Err(e) = self.world.send(&name, &HostMessage::Exec(request)) {
-            tracing::warn!("cannot send an exec to {name}: {e}");
-        }
-        self.orch.execs.insert(id, purpose);
+        effects.push(Effect::Exec {
+            node: self.services[service].name().to_string(),
+            request,
+        });
+        self.state.execs.insert(id, purpose);
         id
     }
 
-    /// The orchestrator's turn. `Some` when the run is over.
-    fn decide(&mut self) -> Result<Option<Ending>, String> {
-        let now = self.now();
+    /// The runner's turn at `now`: what the world must do (in order), and `Some`
+    /// ending when the run is over (after those effects).
+    pub fn decide(&mut self, now: u64) -> (Vec<Effect>, Option<Ending>) {
+        let mut effects = Vec::new();
         for i in startable(&self.services) {
-            let name = self.services[i].name().to_string();
-            let spec = self.services[i].spec.clone();
-            self.world
-                .send(&name, &HostMessage::Start(spec))
-                .map_err(|e| e.to_string())?;
-            self.services[i].life = Life::Starting;
+            effects.push(Effect::Start {
+                node: self.services[i].name().to_string(),
+                spec: Box::new(self.services[i].spec.clone()),
+            });
+            self.services[i].state.life = Life::Starting;
         }
-        self.health_checks(now);
-        if self.orch.composer.is_none() {
-            return Ok(self.setup_step(now));
-        }
-        self.composer_step(now)
+        self.health_checks(&mut effects, now);
+        let ending = if self.state.composer.is_none() {
+            self.setup_step(&mut effects, now)
+        } else {
+            self.composer_step(&mut effects, now)
+        };
+        (effects, ending)
     }
 
-    fn health_checks(&mut self, now: u64) {
+    fn health_checks(&mut self, effects: &mut Vec<Effect>, now: u64) {
         for i in 0..self.services.len() {
             let s = &self.services[i];
             let Some(h) = s.healthcheck().cloned() else {
                 continue;
             };
-            if s.life != Life::Running || s.healthy {
+            if s.state.life != Life::Running || s.state.healthy {
                 continue;
             }
-            if let Some((id, timeout_at)) = s.health_exec {
+            if let Some((id, timeout_at)) = s.state.health_exec {
                 if now >= timeout_at {
-                    self.orch.execs.remove(&id);
-                    self.services[i].health_exec = None;
+                    self.state.execs.remove(&id);
+                    self.services[i].state.health_exec = None;
                     self.health_result(i, now, false, h.interval.as_nanos() as u64, "timed out");
                 }
                 continue;
             }
-            if s.next_health_at.is_some_and(|t| now >= t) {
-                let id = self.send_exec(i, h.test.clone(), Purpose::Health { service: i });
-                self.services[i].health_exec = Some((id, now + h.timeout.as_nanos() as u64));
+            if s.state.next_health_at.is_some_and(|t| now >= t) {
+                let id = self.send_exec(effects, i, h.test.clone(), Purpose::Health { service: i });
+                self.services[i].state.health_exec = Some((id, now + h.timeout.as_nanos() as u64));
             }
         }
     }
 
     /// Until the composer exists: services up, then test commands discovered.
-    fn setup_step(&mut self, now: u64) -> Option<Ending> {
+    fn setup_step(&mut self, effects: &mut Vec<Effect>, now: u64) -> Option<Ending> {
         if let Some(s) = self
             .services
             .iter()
-            .find(|s| matches!(s.life, Life::Failed(_)))
+            .find(|s| matches!(s.state.life, Life::Failed(_)))
         {
-            let Life::Failed(why) = &s.life else {
+            let Life::Failed(why) = &s.state.life else {
                 unreachable!()
             };
             return Some(self.setup_failed(
@@ -472,13 +397,13 @@ impl<'a> Supervisor<'a> {
         }
         if let Some(s) = self.services.iter().find(|s| {
             s.healthcheck()
-                .is_some_and(|h| s.health_failures > h.retries)
+                .is_some_and(|h| s.state.health_failures > h.retries)
         }) {
             let why = format!(
                 "`{}` never became healthy: {} failed checks (last: {})",
                 s.name(),
-                s.health_failures,
-                s.last_health_failure
+                s.state.health_failures,
+                s.state.last_health_failure
             );
             return Some(self.setup_failed(now, s.name().to_string(), why));
         }
@@ -486,8 +411,8 @@ impl<'a> Supervisor<'a> {
             let waiting: Vec<String> = self
                 .services
                 .iter()
-                .filter(|s| !s.up() && !matches!(s.life, Life::Exited { .. }))
-                .map(|s| format!("{} ({:?})", s.name(), s.life))
+                .filter(|s| !s.up() && !matches!(s.state.life, Life::Exited { .. }))
+                .map(|s| format!("{} ({:?})", s.name(), s.state.life))
                 .collect();
             let why = format!(
                 "setup did not finish within {}s of virtual time; waiting for: {}",
@@ -499,16 +424,17 @@ impl<'a> Supervisor<'a> {
         let all_up = self
             .services
             .iter()
-            .all(|s| s.up() || matches!(s.life, Life::Exited { code: Some(0), .. }));
-        if all_up && !self.orch.discovery_sent {
-            self.orch.discovery_sent = true;
+            .all(|s| s.up() || matches!(s.state.life, Life::Exited { code: Some(0), .. }));
+        if all_up && !self.state.discovery_sent {
+            self.state.discovery_sent = true;
             let script = format!(
                 "for f in {TEST_DIR}/*/*; do [ -f \"$f\" ] && [ -x \"$f\" ] && echo \"$f\"; done; true"
             );
             for i in 0..self.services.len() {
-                if self.services[i].life == Life::Running {
+                if self.services[i].state.life == Life::Running {
                     let argv = vec!["/bin/sh".into(), "-c".into(), script.clone()];
                     self.send_exec(
+                        effects,
                         i,
                         argv,
                         Purpose::Discover {
@@ -520,66 +446,67 @@ impl<'a> Supervisor<'a> {
             }
         }
         let discovering = self
-            .orch
+            .state
             .execs
             .values()
             .any(|p| matches!(p, Purpose::Discover { .. }));
-        if self.orch.discovery_sent && !discovering {
-            let commands = std::mem::take(&mut self.orch.discovered);
-            self.orch.composer = Some(Composer::new(commands, self.seed, 3));
-            self.orch.next_anytime = now + ANYTIME_TICK_NS;
+        if self.state.discovery_sent && !discovering {
+            let commands = std::mem::take(&mut self.state.discovered);
+            self.state.composer = Some(Composer::new(commands, self.seed, 3));
+            self.state.next_anytime = now + ANYTIME_TICK_NS;
         }
         None
     }
 
     fn setup_failed(&mut self, now: u64, node: String, why: String) -> Ending {
-        self.orch.book.fail_builtin(SETUP, &node, now, &why);
+        self.state.book.fail_builtin(SETUP, &node, now, &why);
         Ending::SetupFailed(why)
     }
 
-    fn composer_step(&mut self, now: u64) -> Result<Option<Ending>, String> {
-        if now >= self.duration_ns && !self.orch.drivers_ended {
-            self.orch.drivers_ended = true;
-            if let Some(c) = &mut self.orch.composer {
+    fn composer_step(&mut self, effects: &mut Vec<Effect>, now: u64) -> Option<Ending> {
+        if now >= self.duration_ns && !self.state.drivers_ended {
+            self.state.drivers_ended = true;
+            if let Some(c) = &mut self.state.composer {
                 c.end_drivers();
             }
         }
-        let composer = self.orch.composer.as_mut().expect("composer exists");
+        let composer = self.state.composer.as_mut().expect("composer exists");
         let setup_was_done = composer.setup_done();
-        let actions = if now >= self.orch.next_anytime {
-            self.orch.next_anytime = now + ANYTIME_TICK_NS;
+        let actions = if now >= self.state.next_anytime {
+            self.state.next_anytime = now + ANYTIME_TICK_NS;
             composer.poll()
         } else {
             composer.poll_without_anytime()
         };
-        if !setup_was_done && composer.setup_done() && self.orch.setup_complete_at.is_none() {
-            self.orch.setup_complete_at = Some(now);
+        if !setup_was_done && composer.setup_done() && self.state.setup_complete_at.is_none() {
+            self.state.setup_complete_at = Some(now);
         }
         let setup_failed = self
-            .orch
+            .state
             .book
             .properties()
             .iter()
             .any(|p| p.id == SETUP && p.failures > 0);
         if setup_failed {
             let why = self
-                .orch
+                .state
                 .book
                 .properties()
                 .into_iter()
                 .find(|p| p.id == SETUP)
                 .and_then(|p| p.reason)
                 .unwrap_or_default();
-            return Ok(Some(Ending::SetupFailed(why)));
+            return Some(Ending::SetupFailed(why));
         }
-        for action in actions {
-            match action {
-                Action::Start { id, command } => {
+        for next in actions {
+            match next {
+                Next::Start { id, command } => {
                     let Some(service) = self.index_of(&command.service) else {
                         continue;
                     };
                     let argv = vec![command.path.clone()];
                     self.send_exec(
+                        effects,
                         service,
                         argv,
                         Purpose::Command {
@@ -588,18 +515,18 @@ impl<'a> Supervisor<'a> {
                         },
                     );
                 }
-                Action::StopFaults => {
-                    if !self.orch.faults_stopped {
-                        self.orch.faults_stopped = true;
-                        self.world.stop_faults().map_err(|e| e.to_string())?;
+                Next::StopFaults => {
+                    if !self.state.faults_stopped {
+                        self.state.faults_stopped = true;
+                        effects.push(Effect::StopFaults);
                     }
                 }
-                Action::Done => return Ok(Some(Ending::Finished)),
+                Next::Done => return Some(Ending::Finished),
             }
         }
-        if self.orch.drivers_ended && now >= self.duration_ns + HANG_GRACE_NS {
+        if self.state.drivers_ended && now >= self.duration_ns + HANG_GRACE_NS {
             let running: Vec<String> = self
-                .orch
+                .state
                 .execs
                 .values()
                 .filter_map(|p| match p {
@@ -609,13 +536,13 @@ impl<'a> Supervisor<'a> {
                     _ => None,
                 })
                 .collect();
-            return Ok(Some(Ending::DriverHung(format!(
+            return Some(Ending::DriverHung(format!(
                 "test commands still running {}s after the driver phase ended: {}",
                 HANG_GRACE_NS / 1_000_000_000,
                 running.join(", ")
-            ))));
+            )));
         }
-        Ok(None)
+        None
     }
 
     /// Marks the end of the run so the power-offs that follow are not crashes.
@@ -623,22 +550,16 @@ impl<'a> Supervisor<'a> {
         self.stopping = true;
     }
 
-    /// The forced-preemption built-in, from every VM's counters.
-    pub fn check_determinism(&mut self) {
-        let now = self.now();
-        for name in self.world.node_names() {
-            let forced = self
-                .world
-                .vm_mut(&name)
-                .map_or(0, |vm| vm.stats().forced_preemptions);
-            if forced > 0 {
-                self.orch.book.fail_builtin(
-                    DETERMINISTIC,
-                    &name,
-                    now,
-                    &format!("{name}: {forced} forced preemption(s): host timing decided guest-visible moments"),
-                );
-            }
+    /// Fails the forced-preemption built-in for a node whose VM was preempted by host
+    /// timing `forced` times (the session reads the counters from the World).
+    pub fn forced_preemptions(&mut self, node: &str, forced: u64, now: u64) {
+        if forced > 0 {
+            self.state.book.fail_builtin(
+                DETERMINISTIC,
+                node,
+                now,
+                &format!("{node}: {forced} forced preemption(s): host timing decided guest-visible moments"),
+            );
         }
     }
 }

@@ -1,4 +1,13 @@
-//! The `detvm` command line.
+//! The `detvm` command line: a thin layer over the engine (`explorer`) that parses
+//! flags, shows progress, prints results and turns them into exit codes.
+
+mod boot_cmd;
+mod doctor_cmd;
+mod exit;
+mod image_cmd;
+mod progress;
+mod report;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -40,7 +49,7 @@ enum Command {
     Runs,
 }
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -60,7 +69,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => crate::run_cmd::replay(args),
         Command::Runs => crate::run_cmd::list(),
         Command::Paths => {
-            println!("cache: {}", crate::paths::cache_dir().display());
+            println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS
         }
         Command::Image(cmd) => match crate::image_cmd::run(cmd) {

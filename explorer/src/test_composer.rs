@@ -99,7 +99,7 @@ pub fn discover(service: &str, listing: &str) -> Vec<TestCommand> {
 
 /// What the runner should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Next {
     /// Run this command; report its end with [`Composer::finished`] and this id.
     Start { id: u64, command: TestCommand },
     /// Stop injecting faults and heal the world (before `eventually_` commands).
@@ -189,11 +189,11 @@ impl Composer {
             .collect()
     }
 
-    fn start(&mut self, command: TestCommand) -> Action {
+    fn start(&mut self, command: TestCommand) -> Next {
         let id = self.next_id;
         self.next_id += 1;
         self.running.insert(id, command.clone());
-        Action::Start { id, command }
+        Next::Start { id, command }
     }
 
     /// A command ended.
@@ -212,17 +212,17 @@ impl Composer {
     /// Commands to start now. Call after every change (start of run, a command
     /// finished, the driver phase ended) and now and then while drivers run, which is
     /// when `anytime_` commands get their chance.
-    pub fn poll(&mut self) -> Vec<Action> {
+    pub fn poll(&mut self) -> Vec<Next> {
         self.poll_inner(true)
     }
 
     /// [`Composer::poll`] without giving `anytime_` commands a chance this time: the
     /// runner offers that chance once per virtual second, not at every turn.
-    pub fn poll_without_anytime(&mut self) -> Vec<Action> {
+    pub fn poll_without_anytime(&mut self) -> Vec<Next> {
         self.poll_inner(false)
     }
 
-    fn poll_inner(&mut self, offer_anytime: bool) -> Vec<Action> {
+    fn poll_inner(&mut self, offer_anytime: bool) -> Vec<Next> {
         self.offer_anytime = offer_anytime;
         let mut actions = Vec::new();
         loop {
@@ -239,13 +239,13 @@ impl Composer {
                 }
                 Phase::Finally => self.once_each(Kind::Finally, Phase::Quiesce, &mut actions),
                 Phase::Quiesce => {
-                    actions.push(Action::StopFaults);
+                    actions.push(Next::StopFaults);
                     self.phase = Phase::Eventually;
                     self.cursor = 0;
                 }
                 Phase::Eventually => self.once_each(Kind::Eventually, Phase::Done, &mut actions),
                 Phase::Done => {
-                    actions.push(Action::Done);
+                    actions.push(Next::Done);
                     return actions;
                 }
             }
@@ -257,7 +257,7 @@ impl Composer {
     }
 
     /// Runs each command of `kind` one after another, then moves to `next`.
-    fn once_each(&mut self, kind: Kind, next: Phase, actions: &mut Vec<Action>) {
+    fn once_each(&mut self, kind: Kind, next: Phase, actions: &mut Vec<Next>) {
         if !self.running.is_empty() {
             return;
         }
@@ -272,7 +272,7 @@ impl Composer {
         }
     }
 
-    fn drivers(&mut self, actions: &mut Vec<Action>) {
+    fn drivers(&mut self, actions: &mut Vec<Next>) {
         let singletons = self.of_kind(Kind::SingletonDriver);
         if !singletons.is_empty() {
             if !self.singleton_done {
@@ -290,7 +290,7 @@ impl Composer {
         self.anytime(actions);
     }
 
-    fn mixed_drivers(&mut self, actions: &mut Vec<Action>) {
+    fn mixed_drivers(&mut self, actions: &mut Vec<Next>) {
         let count = |s: &Self, k: Kind| s.running.values().filter(|c| c.kind == k).count();
         if let Some(serial) = self.serial_waiting.clone() {
             if count(self, Kind::ParallelDriver) == 0 && count(self, Kind::SerialDriver) == 0 {
@@ -322,7 +322,7 @@ impl Composer {
     }
 
     /// Each `anytime_` command that is not running starts with probability 1/4 per poll.
-    fn anytime(&mut self, actions: &mut Vec<Action>) {
+    fn anytime(&mut self, actions: &mut Vec<Next>) {
         if !self.offer_anytime {
             return;
         }
@@ -365,22 +365,22 @@ mod tests {
             .collect()
     }
 
-    fn names(actions: &[Action]) -> Vec<String> {
+    fn names(actions: &[Next]) -> Vec<String> {
         actions
             .iter()
             .map(|a| match a {
-                Action::Start { command, .. } => command.name().to_string(),
-                Action::StopFaults => "<stop faults>".into(),
-                Action::Done => "<done>".into(),
+                Next::Start { command, .. } => command.name().to_string(),
+                Next::StopFaults => "<stop faults>".into(),
+                Next::Done => "<done>".into(),
             })
             .collect()
     }
 
-    fn ids(actions: &[Action]) -> Vec<u64> {
+    fn ids(actions: &[Next]) -> Vec<u64> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Start { id, .. } => Some(*id),
+                Next::Start { id, .. } => Some(*id),
                 _ => None,
             })
             .collect()
@@ -466,7 +466,7 @@ mod tests {
         let mut running: Vec<(u64, Kind)> = Vec::new();
         for step in 0..500 {
             for a in c.poll() {
-                if let Action::Start { id, command } = a {
+                if let Next::Start { id, command } = a {
                     running.push((id, command.kind));
                 }
             }

@@ -1,15 +1,21 @@
-//! `detvm run`, `detvm check` and `detvm runs`: the command-line side of [`crate::run`].
+//! `detvm run`, `detvm check`, `detvm replay` and `detvm runs`: the command-line side of
+//! the engine's [`explorer::run`]: flags, progress, the printed results, exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use clap::Args;
+use explorer::moment::format_vtime;
+use explorer::run::check::Verdict;
+use explorer::run::replay::ReplaySummary;
+use explorer::run::{self, RunError, RunOptions};
+use explorer::store::RunStore;
 use vmm::backend::BackendKind;
 
-use crate::run::{self, exit, RunOptions};
-use crate::store::RunStore;
+use crate::exit;
+use crate::progress::Terminal;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -51,7 +57,7 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
     /// The moment, `RUN@VTIME` (e.g. `r3c9a51e2f0@12.5s`), as `detvm run` prints it.
-    pub moment: crate::moment::Moment,
+    pub moment: explorer::moment::Moment,
     /// Boot the run again instead of starting from its nearest snapshot.
     #[arg(long)]
     pub from_start: bool,
@@ -70,15 +76,15 @@ pub struct CheckArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::compose::parse_duration(s)
+    explorer::compose::parse_duration(s)
 }
 
 fn parse_vtime(s: &str) -> Result<u64, String> {
-    crate::moment::parse_vtime(s)
+    explorer::moment::parse_vtime(s)
 }
 
 fn parse_epoch(s: &str) -> Result<i64, String> {
-    crate::compose::parse_epoch(s)
+    explorer::compose::parse_epoch(s)
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -102,21 +108,18 @@ pub fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".detvm"))
 }
 
-fn options(a: RunArgs) -> RunOptions {
+fn options(a: &RunArgs) -> RunOptions {
     RunOptions {
-        compose: a.compose,
+        compose: a.compose.clone(),
         seed: a.seed,
         duration: a.duration,
         epoch: a.epoch,
-        faults: a.faults,
+        faults: a.faults.clone(),
         no_faults: a.no_faults,
-        vars: a.vars,
+        vars: a.vars.clone(),
         backend: a.backend,
-        json: a.json,
-        junit: a.junit,
         home: home(),
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        snapshot_at: a.snapshot_at,
+        snapshot_at: a.snapshot_at.clone(),
     }
 }
 
@@ -140,18 +143,80 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
+fn fail(e: &RunError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(exit::of_error(e))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ExitCode> {
+    std::fs::write(path, text).map_err(|e| {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        ExitCode::from(exit::INFRASTRUCTURE)
+    })
+}
+
 pub fn run(args: RunArgs) -> ExitCode {
     let flag = interrupt_flag();
-    run::report_and_exit(run::run(&options(args), &flag))
+    let mut terminal = Terminal::new("detvm", args.duration);
+    let result = run::run(&options(&args), &mut terminal, &flag);
+    terminal.done();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let report = &result.report;
+    let json = serde_json::to_string_pretty(report).expect("report serializes");
+    let junit = crate::report::junit(report);
+    let written = write(&result.dir.join("junit.xml"), &junit)
+        .and_then(|()| args.json.as_deref().map_or(Ok(()), |p| write(p, &json)))
+        .and_then(|()| args.junit.as_deref().map_or(Ok(()), |p| write(p, &junit)));
+    if let Err(code) = written {
+        return code;
+    }
+    print!("{}", crate::report::summary(report));
+    ExitCode::from(exit::of_status(report.status))
 }
 
 pub fn check(args: CheckArgs) -> ExitCode {
     let flag = interrupt_flag();
-    match run::check::check(&options(args.run), args.runs, &flag) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
+    let mut terminal = Terminal::new("detvm check", args.run.duration);
+    let outcome = run::check::check(&options(&args.run), args.runs, &mut terminal, &flag);
+    terminal.done();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    for r in &outcome.runs {
+        let why = r
+            .message
+            .as_deref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        println!(
+            "run {}: {}{why} — trace {}, {} events",
+            r.run,
+            r.status.as_str(),
+            r.trace_hash,
+            r.events
+        );
+    }
+    match outcome.verdict {
+        Verdict::Interrupted => ExitCode::from(exit::INTERRUPTED),
+        Verdict::Differs {
+            first,
+            other,
+            difference,
+        } => {
+            println!("NOT DETERMINISTIC: runs {first} and {other} differ: {difference}");
+            ExitCode::from(exit::NOT_DETERMINISTIC)
+        }
+        Verdict::Deterministic { incomplete } => {
+            println!(
+                "deterministic: {} runs, one trace hash, one event stream, the same properties",
+                outcome.runs.len()
+            );
+            // Identical runs that never got to test anything are not a pass.
+            ExitCode::from(incomplete.map_or(exit::PASSED, exit::of_status))
         }
     }
 }
@@ -163,22 +228,65 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         moment: args.moment,
         from_start: args.from_start,
     };
-    let summary = match run::replay::replay(&opts) {
+    let mut terminal = Terminal::new("detvm replay", None);
+    let summary = run::replay::replay(&opts, &mut terminal);
+    terminal.done();
+    let summary = match summary {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+        Err(e) => return fail(&e),
     };
-    print!("{}", run::replay::render(&summary));
+    print!("{}", render_replay(&summary));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(exit::INFRASTRUCTURE);
+        if let Err(code) = write(path, &json) {
+            return code;
         }
     }
-    ExitCode::from(summary.exit_code())
+    ExitCode::from(if summary.divergence.is_some() {
+        exit::NOT_DETERMINISTIC
+    } else {
+        exit::PASSED
+    })
+}
+
+/// The state at a moment as the terminal shows it.
+pub fn render_replay(s: &ReplaySummary) -> String {
+    let state = &s.state;
+    let mut out = format!(
+        "moment {} (decision point {})\n  replayed from {} at {} in {:.1}s wall\n  trace hash {}\n  phase: {}\n",
+        s.moment,
+        format_vtime(s.decision_point_ns),
+        s.started_from,
+        format_vtime(s.started_at_ns),
+        s.wall_ms as f64 / 1000.0,
+        state.trace_hash,
+        state.phase
+    );
+    out.push_str("  services:\n");
+    for (svc, node) in state.services.iter().zip(&state.nodes) {
+        out.push_str(&format!(
+            "    {:<16} {:<24} vm {}{}\n",
+            svc.name,
+            svc.life,
+            node.state,
+            if svc.healthy { ", healthy" } else { "" }
+        ));
+    }
+    out.push_str("  properties so far (passes / failures):\n");
+    for p in &state.properties {
+        out.push_str(&format!(
+            "    {:>5} / {:<5} {}\n",
+            p.passes, p.failures, p.id
+        ));
+    }
+    match &s.divergence {
+        None => out.push_str(&format!(
+            "  {} events replayed, identical to the run's\n",
+            s.events_replayed
+        )),
+        Some(d) => out.push_str(&format!("  REPLAY DIFFERS from the run: {d}\n")),
+    }
+    out
 }
 
 /// `detvm runs`: the run store, newest first.

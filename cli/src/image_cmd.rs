@@ -196,7 +196,7 @@ fn build_cmd(args: BuildArgs, root: &std::path::Path) -> anyhow::Result<()> {
     let built = build::build(
         &spec,
         &BuildOptions {
-            cache: crate::paths::cache_dir(),
+            cache: explorer::paths::cache_dir(),
         },
     )?;
     if let Some(out) = &args.output {

@@ -138,7 +138,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn default_kernel() -> anyhow::Result<PathBuf> {
-    let dir = crate::paths::cached_kernel_dir();
+    let dir = explorer::paths::cached_kernel_dir();
     for name in ["vmlinux", "bzImage"] {
         if dir.join(name).is_file() {
             return Ok(dir.join(name));

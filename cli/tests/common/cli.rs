@@ -14,7 +14,7 @@ pub fn detvm() -> &'static str {
 pub fn example_home(name: &str, build_script: &str) -> PathBuf {
     let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&home).unwrap();
-    let out = Command::new(super::repo_root().join(build_script))
+    let out = Command::new(super::engine::repo_root().join(build_script))
         .env("DETVM_HOME", &home)
         .env("DETVM", detvm())
         .output()
@@ -32,7 +32,7 @@ pub fn run_detvm(home: &Path, args: &[&str]) -> Output {
     Command::new(detvm())
         .args(args)
         .env("DETVM_HOME", home)
-        .current_dir(super::repo_root())
+        .current_dir(super::engine::repo_root())
         .output()
         .expect("run detvm")
 }
