@@ -37,6 +37,22 @@ pub fn summary(report: &RunReport) -> String {
             p.kind, p.passes, p.failures
         ));
     }
+    let ran: u64 = report
+        .commands
+        .iter()
+        .map(|c| c.succeeded + c.failed + c.ended_by_fault)
+        .sum();
+    if ran > 0 {
+        let sum = |f: fn(&explorer::run::CommandTally) -> u64| -> u64 {
+            report.commands.iter().map(f).sum()
+        };
+        out.push_str(&format!(
+            "\ntest commands: {ran} ran: {} succeeded, {} failed, {} ended by a fault\n",
+            sum(|c| c.succeeded),
+            sum(|c| c.failed),
+            sum(|c| c.ended_by_fault)
+        ));
+    }
     let failed = report.failed().count();
     out.push_str(&format!(
         "\nrun {}: {} — {} of {} properties failed; virtual time {}; trace {}\n",
@@ -131,6 +147,7 @@ mod tests {
             trace_hash: "0123456789abcdef".into(),
             reproduce: "detvm run examples/bank/docker-compose.yaml --seed 3 --duration 1m".into(),
             properties: book.properties(),
+            commands: vec![],
             warnings: vec![],
             message: None,
         }

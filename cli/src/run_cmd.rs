@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use clap::Args;
 use explorer::moment::format_vtime;
+use explorer::report::RunReport;
 use explorer::run::check::Verdict;
 use explorer::run::replay::ReplaySummary;
 use explorer::run::{self, RunError, RunOptions};
@@ -108,7 +109,7 @@ pub fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".detvm"))
 }
 
-fn options(a: &RunArgs) -> RunOptions {
+pub fn options(a: &RunArgs) -> RunOptions {
     RunOptions {
         compose: a.compose.clone(),
         seed: a.seed,
@@ -125,7 +126,7 @@ fn options(a: &RunArgs) -> RunOptions {
 
 /// Ctrl-C sets a flag the run loop checks between steps, so the run is stored as
 /// interrupted; a second Ctrl-C exits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -165,16 +166,25 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let report = &result.report;
-    let json = serde_json::to_string_pretty(report).expect("report serializes");
-    let junit = crate::report::junit(report);
-    let written = write(&result.dir.join("junit.xml"), &junit)
-        .and_then(|()| args.json.as_deref().map_or(Ok(()), |p| write(p, &json)))
-        .and_then(|()| args.junit.as_deref().map_or(Ok(()), |p| write(p, &junit)));
-    if let Err(code) = written {
+    if let Err(code) = write_reports(report, &result.dir, &args) {
         return code;
     }
     print!("{}", crate::report::summary(report));
     ExitCode::from(exit::of_status(report.status))
+}
+
+/// JUnit XML into the run's folder, and the report where `--json` / `--junit` ask.
+fn write_reports(report: &RunReport, run_dir: &Path, args: &RunArgs) -> Result<(), ExitCode> {
+    let json = serde_json::to_string_pretty(report).expect("report serializes");
+    let junit = crate::report::junit(report);
+    write(&run_dir.join("junit.xml"), &junit)?;
+    if let Some(p) = &args.json {
+        write(p, &json)?;
+    }
+    if let Some(p) = &args.junit {
+        write(p, &junit)?;
+    }
+    Ok(())
 }
 
 pub fn check(args: CheckArgs) -> ExitCode {
@@ -186,7 +196,18 @@ pub fn check(args: CheckArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
+    let home = home();
     for r in &outcome.runs {
+        let dir = match RunStore::open(&home) {
+            Ok(store) => store.run_dir(&r.run),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::INFRASTRUCTURE);
+            }
+        };
+        if let Err(code) = write_reports(&r.report, &dir, &args.run) {
+            return code;
+        }
         let why = r
             .message
             .as_deref()

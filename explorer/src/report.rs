@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::moment::Moment;
 use crate::properties::{Property, Status};
+use crate::run::CommandTally;
 use crate::store::RunStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +19,9 @@ pub struct RunReport {
     /// The one command that runs this again, identically.
     pub reproduce: String,
     pub properties: Vec<Property>,
+    /// How the test commands ended (succeeded, failed, ended by a fault).
+    #[serde(default)]
+    pub commands: Vec<CommandTally>,
     pub warnings: Vec<String>,
     /// What stopped the run, when something did (setup or infrastructure).
     pub message: Option<String>,

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use super::{run, RunError, RunOptions};
 use crate::moment::format_vtime;
 use crate::observer::Observer;
+use crate::report::RunReport;
 use crate::store::{RunStatus, RunStore, StoredEvent};
 
 /// What differs first between two runs' event streams.
@@ -45,6 +46,7 @@ pub struct CheckedRun {
     pub message: Option<String>,
     pub trace_hash: String,
     pub events: usize,
+    pub report: RunReport,
 }
 
 /// What `detvm check` found.
@@ -107,6 +109,7 @@ pub fn check(
             message: report.message.clone(),
             trace_hash: trace.clone(),
             events: events.len(),
+            report: report.clone(),
         });
         incomplete = incomplete.or(did_not_complete(report.status));
         match &first {

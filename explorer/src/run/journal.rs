@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use vmm::world::WorldEvent;
-
 use crate::store::{RunStore, StoredEvent};
 
 /// Events kept in memory before they are written.
@@ -36,14 +34,16 @@ impl Journal {
         &self.store
     }
 
-    pub fn record(&mut self, event: &WorldEvent, stored: StoredEvent) {
-        let line = format!("{event}\n");
+    /// Keeps one event: `line` (without newline) for the log files, `stored` for the
+    /// run store.
+    pub fn record(&mut self, line: &str, stored: StoredEvent) {
+        let line = format!("{line}\n");
         self.logs
             .entry("events.log".into())
             .or_default()
             .push_str(&line);
         self.logs
-            .entry(format!("{}.log", event.node))
+            .entry(format!("{}.log", stored.node))
             .or_default()
             .push_str(&line);
         self.events.push(stored);

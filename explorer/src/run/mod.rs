@@ -28,7 +28,9 @@ use inputs::RunInputs;
 use journal::Journal;
 use prepare::{prepare, reproduce_command};
 
-pub use runner::{Effect, Ending, Runner, RunnerState, SavedRunner, STEP_NS};
+pub use runner::{
+    CommandTally, Effect, Ending, Outcome, Runner, RunnerState, SavedRunner, STEP_NS,
+};
 pub use session::{
     decision_point, NodeSummary, PropertySoFar, ServiceSummary, Session, SessionSnapshot,
     SessionState,
@@ -176,6 +178,7 @@ pub fn run(
         trace_hash: trace,
         reproduce,
         properties,
+        commands: session.runner().command_tallies(),
         warnings: prepared
             .compose
             .warnings

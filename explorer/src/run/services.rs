@@ -20,6 +20,8 @@ pub enum Life {
     },
     /// The agent could not start it (missing binary, unknown user, …).
     Failed(String),
+    /// Its VM was killed by a fault; a restart boots it again.
+    Down,
 }
 
 /// A service as the runner tracks it: its compose definition and resolved run spec

@@ -20,6 +20,7 @@ use super::services::Tracked;
 use super::setup::WorldPlan;
 use super::RunError;
 use crate::observer::Observer;
+use crate::store::StoredEvent;
 use detvm_protocol::message::HostMessage;
 
 pub struct Session {
@@ -187,15 +188,19 @@ impl Session {
         for event in fresh {
             let stored = self.runner.observe(event.clone());
             if let Some(journal) = &mut self.journal {
-                journal.record(&event, stored.clone());
+                journal.record(&event.to_string(), stored.clone());
             }
             batch.push(stored);
+            self.take_notes(&mut batch);
         }
         observer.events(&batch)?;
         if let Some(journal) = &mut self.journal {
             journal.flush_if_full()?;
         }
         let (effects, ending) = self.runner.decide(self.now());
+        let mut notes = Vec::new();
+        self.take_notes(&mut notes);
+        observer.events(&notes)?;
         self.apply(effects)?;
         if ending.is_some() {
             return Ok(ending);
@@ -207,6 +212,23 @@ impl Session {
             )));
         }
         Ok(None)
+    }
+
+    /// The runner's own events (command endings) into the batch and the journal.
+    fn take_notes(&mut self, batch: &mut Vec<StoredEvent>) {
+        for note in self.runner.take_notes() {
+            if let Some(journal) = &mut self.journal {
+                let line = format!(
+                    "{} {} {}: {}",
+                    VirtualTime(note.vtime_ns),
+                    note.node,
+                    note.kind,
+                    note.body
+                );
+                journal.record(&line, note.clone());
+            }
+            batch.push(note);
+        }
     }
 
     fn apply(&mut self, effects: Vec<Effect>) -> Result<(), String> {

@@ -15,7 +15,9 @@ use crate::properties::{parse_sdk_line, PropertyBook, SdkLine};
 use crate::store::StoredEvent;
 use crate::test_composer::{Composer, Kind, Next, TestCommand, TEST_DIR};
 
+mod commands;
 mod state;
+pub use commands::{CommandTally, Outcome};
 pub use state::{RunnerState, SavedRunner};
 
 /// Virtual time between the runner's turns.
@@ -33,7 +35,7 @@ pub const DETERMINISTIC: &str = "detvm: no forced non-deterministic preemption";
 
 /// Why an exec was sent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-enum Purpose {
+pub(super) enum Purpose {
     Health {
         service: usize,
     },
@@ -85,6 +87,8 @@ pub struct Runner {
     seed: u64,
     duration_ns: u64,
     stopping: bool,
+    /// Runner events not yet taken by the session (see [`Runner::take_notes`]).
+    notes: Vec<StoredEvent>,
 }
 
 impl Runner {
@@ -107,15 +111,23 @@ impl Runner {
                 next_anytime: 0,
                 setup_complete_at: None,
                 faults_stopped: false,
+                deferred: Vec::new(),
+                commands: Default::default(),
             },
             seed,
             duration_ns,
             stopping: false,
+            notes: Vec::new(),
         }
     }
 
     pub fn duration_ns(&self) -> u64 {
         self.duration_ns
+    }
+
+    /// Setup is over: services up, test commands discovered, `first_` commands done.
+    pub fn setup_finished(&self) -> bool {
+        self.state.composer.as_ref().is_some_and(|c| c.setup_done())
     }
 
     pub fn phase_name(&self) -> &'static str {
@@ -127,7 +139,7 @@ impl Runner {
         }
     }
 
-    fn index_of(&self, node: &str) -> Option<usize> {
+    pub(super) fn index_of(&self, node: &str) -> Option<usize> {
         self.services.iter().position(|s| s.name() == node)
     }
 
@@ -174,6 +186,7 @@ impl Runner {
                         .book
                         .fail_builtin(CRASH, &name, now, &format!("{name}: {reason}"));
                 }
+                self.node_changed(i, now, &state);
             }
             _ => {}
         }
@@ -266,6 +279,12 @@ impl Runner {
                 if let Some(c) = &mut self.state.composer {
                     c.finished(composer_id);
                 }
+                let outcome = if ok {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed(how())
+                };
+                self.command_ended(id, &command, now, outcome);
                 let label = format!("{}/{}", command.template, command.name());
                 let id = format!("detvm: test command {label} succeeds");
                 self.state
@@ -310,7 +329,7 @@ impl Runner {
         s.state.next_health_at = Some(now + interval);
     }
 
-    fn send_exec(
+    pub(super) fn send_exec(
         &mut self,
         effects: &mut Vec<Effect>,
         service: usize,
@@ -344,6 +363,7 @@ impl Runner {
             self.services[i].state.life = Life::Starting;
         }
         self.health_checks(&mut effects, now);
+        self.start_deferred(&mut effects);
         let ending = if self.state.composer.is_none() {
             self.setup_step(&mut effects, now)
         } else {
@@ -504,6 +524,11 @@ impl Runner {
                     let Some(service) = self.index_of(&command.service) else {
                         continue;
                     };
+                    if self.services[service].state.life == Life::Down {
+                        // Its VM is killed: the command waits for the restart.
+                        self.state.deferred.push((id, command));
+                        continue;
+                    }
                     let argv = vec![command.path.clone()];
                     self.send_exec(
                         effects,
@@ -525,17 +550,22 @@ impl Runner {
             }
         }
         if self.state.drivers_ended && now >= self.duration_ns + HANG_GRACE_NS {
-            let running: Vec<String> = self
-                .state
-                .execs
-                .values()
-                .filter_map(|p| match p {
-                    Purpose::Command { command, .. } => {
-                        Some(format!("{} on {}", command.path, command.service))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let running: Vec<String> =
+                self.state
+                    .execs
+                    .values()
+                    .filter_map(|p| match p {
+                        Purpose::Command { command, .. } => {
+                            Some(format!("{} on {}", command.path, command.service))
+                        }
+                        _ => None,
+                    })
+                    .chain(
+                        self.state.deferred.iter().map(|(_, c)| {
+                            format!("{} waiting for {} to come back", c.path, c.service)
+                        }),
+                    )
+                    .collect();
             return Some(Ending::DriverHung(format!(
                 "test commands still running {}s after the driver phase ended: {}",
                 HANG_GRACE_NS / 1_000_000_000,

@@ -28,6 +28,12 @@ pub struct RunnerState {
     pub(super) next_anytime: u64,
     pub(super) setup_complete_at: Option<u64>,
     pub(super) faults_stopped: bool,
+    /// Commands the composer started while their VM was down, waiting for it.
+    #[serde(default)]
+    pub(super) deferred: Vec<(u64, TestCommand)>,
+    /// How each test command ended so far, by `template/name on service`.
+    #[serde(default)]
+    pub(super) commands: BTreeMap<String, super::CommandTally>,
 }
 
 /// A runner as a snapshot keeps it: each service's state by name, and the runner's.
