@@ -10,7 +10,7 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::mmio::VirtioMmioDevice;
-use super::VirtioDevice;
+use super::device::VirtioDevice;
 
 pub const WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
 pub const MEM_SIZE: u64 = 4 << 20;
