@@ -6,8 +6,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use vmm::snapshot::file;
-use vmm::world::snapshot::WorldSnapshot;
+use vmm::world::snapshot::{file, WorldSnapshot};
 use vmm::world::WorldConfig;
 
 use super::supervisor::{RunnerState, Supervisor};
@@ -91,10 +90,8 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 
 /// A snapshot file read back: the World and the runner's state.
 pub fn load(path: &Path, config: &WorldConfig) -> Result<(WorldSnapshot, RunnerState), String> {
-    let world = file::load(path, config).map_err(|e| e.to_string())?;
-    let app = file::load_app(path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: no runner state in this snapshot", path.display()))?;
+    let (world, app) = file::load_with_app(path, config).map_err(|e| e.to_string())?;
+    let app = app.ok_or_else(|| format!("{}: no runner state in this snapshot", path.display()))?;
     let state = serde_json::from_slice(&app)
         .map_err(|e| format!("{}: runner state: {e}", path.display()))?;
     Ok((world, state))

@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{MemoryImage, SnapshotError};
+use super::{WorldSnapshot, WorldState};
+use crate::clock::VirtualTime;
 use crate::memory::{frozen_image, PAGE};
-use crate::world::snapshot::{WorldSnapshot, WorldState};
-use crate::world::WorldConfig;
+use crate::snapshot::{MemoryImage, SnapshotError};
+use crate::world::config::WorldConfig;
 
 const MAGIC: &[u8; 8] = b"DETVMSNP";
 pub const VERSION: u32 = 1;
@@ -56,7 +57,7 @@ pub fn save(
 }
 
 /// [`save`], plus `app`: the driving program's own state, stored in the `APP ` section
-/// and read back with [`load_app`].
+/// and read back with [`load_with_app`].
 pub fn save_with_app(
     snap: &WorldSnapshot,
     path: &Path,
@@ -131,7 +132,28 @@ pub fn save_with_app(
 /// Reads a snapshot file (and, for a child, its parents) into a World snapshot whose
 /// host resources come from `config` (the configuration the world was built from).
 pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, SnapshotError> {
+    load_with_app(path, config).map(|(world, _)| world)
+}
+
+/// [`load`], plus the `APP ` section written by [`save_with_app`] (`None` when the file
+/// has none). Each file is read, and its checksum verified, once.
+pub fn load_with_app(
+    path: &Path,
+    config: &WorldConfig,
+) -> Result<(WorldSnapshot, Option<Vec<u8>>), SnapshotError> {
     let parsed = Parsed::read(path)?;
+    let world = world_of(&parsed, path, config)?;
+    let app = parsed.sections(b"APP ").next();
+    let app = app.map(|a| decompress(a, path, "APP ")).transpose()?;
+    Ok((world, app))
+}
+
+/// The World snapshot held by the file at `path`, already read and verified as `parsed`.
+fn world_of(
+    parsed: &Parsed,
+    path: &Path,
+    config: &WorldConfig,
+) -> Result<WorldSnapshot, SnapshotError> {
     let state: WorldState =
         serde_json::from_slice(&decompress(parsed.section(b"STAT", path)?, path, "STAT")?)
             .map_err(|e| file_err(path, format!("section STAT: {e}")))?;
@@ -154,8 +176,8 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
             let name = std::str::from_utf8(&p[32..])
                 .map_err(|_| file_err(path, "section PRNT: the parent name is not UTF-8"))?;
             let parent_path = path.with_file_name(name);
-            let sum = checksum_of_file(&parent_path)?;
-            if sum[..] != p[..32] {
+            let parent = Parsed::read(&parent_path)?;
+            if parent.checksum[..] != p[..32] {
                 return Err(file_err(
                     path,
                     format!(
@@ -164,7 +186,7 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
                     ),
                 ));
             }
-            Some(load(&parent_path, config)?)
+            Some(world_of(&parent, &parent_path, config)?)
         }
     };
     let mut memory: Vec<Option<MemoryImage>> = vec![None; state.nodes.len()];
@@ -188,14 +210,6 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
         memory,
         configs,
     })
-}
-
-/// The `APP ` section of a snapshot file (after verifying the whole file's checksum);
-/// `None` when the file has none.
-pub fn load_app(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
-    let parsed = Parsed::read(path)?;
-    let app = parsed.sections(b"APP ").next();
-    app.map(|a| decompress(a, path, "APP ")).transpose()
 }
 
 /// The file's own checksum (its last 32 bytes), after verifying it.
@@ -428,7 +442,7 @@ fn io_err(path: &Path, source: std::io::Error) -> SnapshotError {
 }
 
 /// The file name of the snapshot of a run at `at`, e.g. `snapshot-000001500000000.dsnap`.
-pub fn file_name_at(at: crate::clock::VirtualTime) -> PathBuf {
+pub fn file_name_at(at: VirtualTime) -> PathBuf {
     PathBuf::from(format!("snapshot-{:015}.dsnap", at.as_nanos()))
 }
 

@@ -2,7 +2,10 @@
 //! the switch with its held frames, the event queue (frames in flight, planned faults,
 //! host input), clock maps, every RNG position, fault ids, agent decoders and the events
 //! not yet reported. `World::restore` continues it exactly; `World::fork` with a branch
-//! continues it with new randomness. See docs/snapshots.md.
+//! continues it with new randomness. [`file`] writes and reads it on disk. See
+//! docs/snapshots.md.
+
+pub mod file;
 
 use detvm_protocol::frame::Decoder;
 use serde::{Deserialize, Serialize};
