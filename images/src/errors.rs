@@ -10,10 +10,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: io::Error,
-    },
+    Open { path: PathBuf, source: io::Error },
     #[error("{path} is not an image: it has no index.json (OCI layout or archive) and no manifest.json (docker save archive)")]
     NotAnImage { path: PathBuf },
     #[error("{path}: cannot read the archive after entry {after:?}: {source} (is it truncated? export it again)")]
@@ -72,10 +69,7 @@ pub enum ImportError {
     #[error("invalid image name {name:?}: {why}")]
     BadName { name: String, why: &'static str },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: io::Error,
-    },
+    Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,10 +77,7 @@ pub enum ImportError {
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("cannot use the image store at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { path: PathBuf, source: io::Error },
     #[error("the image store is damaged at {path}: {what}; load the image again, or delete the store folder")]
     Corrupt { path: PathBuf, what: String },
     #[error("no image {reference:?} in the store {root}; load it with `detvm image load FILE` (list: `detvm image ls`)")]

@@ -32,7 +32,12 @@ pub fn cache_key(image: &Image) -> String {
 /// blobs are read from `blobs` (files named by digest hex) and the work is done in a
 /// temporary folder under `tmp`, on the same file system as `out`, so the finished image
 /// is renamed into place whole.
-pub(crate) fn build(image: &Image, blobs: &Path, tmp: &Path, out: &Path) -> Result<(), RootfsError> {
+pub(crate) fn build(
+    image: &Image,
+    blobs: &Path,
+    tmp: &Path,
+    out: &Path,
+) -> Result<(), RootfsError> {
     if out.is_file() {
         return Ok(());
     }

@@ -13,10 +13,10 @@ use std::path::Path;
 use linux_loader::loader::{bootparam, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-pub use error::BootError;
 pub use cpu_state::{
     long_mode_entry_state, real_mode_ap_state, write_gdt_and_page_tables, EntryState,
 };
+pub use error::BootError;
 
 use crate::layout::*;
 

@@ -12,8 +12,8 @@
 //! in one-shot or periodic mode (TSC-deadline is hidden by CPUID; its mode bit is
 //! dropped). Missed periods are coalesced into one interrupt.
 
-use std::convert::Infallible;
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
 
 use crate::clock::VirtualTime;
 use crate::devices::read_le;

@@ -9,8 +9,8 @@
 //! data is queued (no trigger levels or character timeouts: Linux handles both alike).
 //! The IRQ line is not gated by MCR.OUT2, as in QEMU.
 
-use std::convert::Infallible;
 use std::collections::VecDeque;
+use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 

@@ -179,7 +179,6 @@ impl World {
         Ok(())
     }
 
-
     /// A frame a clog held is judged again at `t` (it may meet a partition or loss now).
     pub(super) fn route_again(&mut self, t: VirtualTime, held: HeldFrame) {
         let HeldFrame { from, to, frame } = held;
@@ -220,7 +219,6 @@ impl World {
             }
         }
     }
-
 }
 
 /// The EtherType of a frame (0 for a frame too short to have one).

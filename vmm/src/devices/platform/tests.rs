@@ -1,9 +1,9 @@
 //! Platform-level tests: devices wired together as Linux drives them.
 
 use super::*;
-use crate::persist::round_trip;
 use crate::devices::ns_of_tick;
 use crate::devices::pit::PIT_HZ;
+use crate::persist::round_trip;
 
 const EPOCH_2038: i64 = 2_147_483_640;
 

@@ -24,8 +24,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::{complete, next_request, Request};
 use super::device::{RestoreError, VirtioDevice, VirtioError, VirtioSetupError};
+use super::queue::{complete, next_request, Request};
 use crate::persist::Persist;
 
 pub const SECTOR: u64 = 512;

@@ -16,8 +16,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::{complete, next_request, unpop};
 use super::device::{VirtioDevice, VirtioError};
+use super::queue::{complete, next_request, unpop};
 use crate::persist::Persist;
 
 const RX: usize = 0;
@@ -160,8 +160,8 @@ impl VirtioDevice for Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::round_trip;
     use crate::devices::virtio::testing::{Driver, WRITE};
+    use crate::persist::round_trip;
 
     #[test]
     fn guest_output_reaches_the_host() {

@@ -19,8 +19,8 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::QueueSnapshot;
 use super::device::{RestoreError, VirtioDevice, VirtioError};
+use super::queue::QueueSnapshot;
 use crate::persist::Persist;
 
 pub const MAGIC: u32 = 0x7472_6976; // "virt"

@@ -16,8 +16,8 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::{complete, next_request, unpop};
 use super::device::{VirtioDevice, VirtioError};
+use super::queue::{complete, next_request, unpop};
 use crate::persist::Persist;
 
 const RX: usize = 0;
@@ -208,8 +208,8 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::round_trip;
     use crate::devices::virtio::testing::{Driver, WRITE};
+    use crate::persist::round_trip;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 

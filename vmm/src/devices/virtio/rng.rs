@@ -12,8 +12,8 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::queue::{complete, next_request};
 use super::device::{VirtioDevice, VirtioError};
+use super::queue::{complete, next_request};
 use crate::persist::Persist;
 use crate::seed;
 
@@ -42,7 +42,6 @@ impl Rng {
             stream: Box::new(seed::stream(seed, "vm/virtio-rng")),
         }
     }
-
 }
 
 impl Persist for Rng {

@@ -13,16 +13,17 @@ const LOAD_ADDR: u64 = 0x10_0000;
 
 /// Prints "x" on the serial port every 40 000 instructions (40 µs of virtual time on
 /// `emu`), forever, with interrupts off: a node that is visibly alive, cheaply.
+#[rustfmt::skip]
 const PRINTER: &[u8] = &[
-    0xba, 0xf8, 0x03, 0x00, 0x00, //       mov  edx, 0x3f8
-    0xb0, b'x', //                   loop: mov  al, 'x'
-    0xee, //                               out  dx, al
-    0xb0, b'\n', //                        mov  al, '\n'
-    0xee, //                               out  dx, al
-    0xb9, 0x20, 0x4e, 0x00, 0x00, //       mov  ecx, 20000
-    0xff, 0xc9, //                   spin: dec  ecx
-    0x75, 0xfc, //                         jnz  spin
-    0xeb, 0xef, //                         jmp  loop
+    0xba, 0xf8, 0x03, 0x00, 0x00, //        mov  edx, 0x3f8
+    0xb0, b'x',                   // loop:  mov  al, 'x'
+    0xee,                         //        out  dx, al
+    0xb0, b'\n',                  //        mov  al, '\n'
+    0xee,                         //        out  dx, al
+    0xb9, 0x20, 0x4e, 0x00, 0x00, //        mov  ecx, 20000
+    0xff, 0xc9,                   // spin:  dec  ecx
+    0x75, 0xfc,                   //        jnz  spin
+    0xeb, 0xef,                   //        jmp  loop
 ];
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -52,8 +53,10 @@ fn printers(plan: FaultPlan) -> World {
         w.state_change(i, VirtualTime::ZERO, NodeChange::Booted);
     }
     for f in &plan.faults {
-        w.queue
-            .push(VirtualTime(f.at.nanos_u64()), Action::Apply(f.fault.clone()));
+        w.queue.push(
+            VirtualTime(f.at.nanos_u64()),
+            Action::Apply(f.fault.clone()),
+        );
     }
     w.plan = plan;
     w
@@ -144,9 +147,15 @@ fn an_injected_pause_stops_the_node_until_it_heals() {
         ]
     );
     let paused = |t: &VirtualTime| *t > ms(2) && *t < ms(5);
-    assert!(!lines(&events, "b").iter().any(paused), "b printed while paused");
+    assert!(
+        !lines(&events, "b").iter().any(paused),
+        "b printed while paused"
+    );
     assert!(lines(&events, "b").iter().any(|t| *t > ms(5)), "b resumed");
-    assert!(lines(&events, "a").iter().any(paused), "a went on meanwhile");
+    assert!(
+        lines(&events, "a").iter().any(paused),
+        "a went on meanwhile"
+    );
     assert_eq!(w.node_state("b"), Some(NodeState::Running));
 }
 
@@ -217,7 +226,11 @@ fn a_fault_that_does_not_fit_the_world_is_refused_and_changes_nothing() {
 #[test]
 fn faults_added_at_run_time_are_the_same_run_as_planned_ones() {
     // No two at the same time: at equal times, the order of scheduling decides.
-    let faults = [(ms(1), pause_b()), (ms(2), partition_a()), (ms(5), kill_c())];
+    let faults = [
+        (ms(1), pause_b()),
+        (ms(2), partition_a()),
+        (ms(5), kill_c()),
+    ];
     let plan = FaultPlan {
         faults: faults
             .iter()

@@ -4,8 +4,8 @@ use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_FEATURES_SEL};
 
 use super::*;
-use crate::persist::round_trip;
 use crate::devices::virtio::testing::{Driver, WRITE};
+use crate::persist::round_trip;
 
 /// A 64-sector image whose sector `i` is filled with byte `i`.
 fn image() -> tempfile::NamedTempFile {

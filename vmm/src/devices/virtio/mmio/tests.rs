@@ -5,9 +5,9 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 
 use super::*;
-use crate::persist::{round_trip, Persist};
 use crate::devices::virtio::testing::{Driver, MEM_SIZE, QUEUE_SIZE, WRITE};
 use crate::devices::virtio::{Console, Rng};
+use crate::persist::{round_trip, Persist};
 
 const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 const FEATURES_OK: u32 = VIRTIO_CONFIG_S_FEATURES_OK;
