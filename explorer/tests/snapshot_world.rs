@@ -9,8 +9,7 @@ mod common;
 
 use vmm::clock::VirtualTime;
 use vmm::machine::VmConfig;
-use vmm::snapshot::file;
-use vmm::world::snapshot::WorldSnapshot;
+use vmm::world::snapshot::{file, WorldSnapshot};
 use vmm::world::{
     FaultPlan, NetworkConfig, NodeConfig, Span, World, WorldConfig, WorldEvent, WorldOutcome,
 };

@@ -1,6 +1,6 @@
 //! Blobs: staging them with digest checks, and opening layers whatever their compression.
 
-use crate::digest::HashReader;
+use crate::digest::{self, HashReader};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,12 @@ pub enum Compression {
     None,
     Gzip,
     Zstd,
+}
+
+/// The file of blob `digest` in the folder `dir` (files named by digest hex); `None` for a
+/// digest that is not a well-formed sha256 one, so it is never joined into a path.
+pub fn path_in(dir: &Path, digest: &str) -> Option<PathBuf> {
+    digest::parse(digest).map(|hex| dir.join(hex))
 }
 
 /// Tells the compression of a blob from its first bytes, which is more reliable than the

@@ -3,84 +3,11 @@
 
 use crate::blob::{self, Compression};
 use crate::digest;
+use crate::errors::ImportError;
 use crate::oci::*;
 use crate::source::Source;
-use crate::tree::{LayerError, Tree};
+use crate::tree::Tree;
 use std::path::{Path, PathBuf};
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum ImportError {
-    #[error("cannot read {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not an image: it has no index.json (OCI layout or archive) and no manifest.json (docker save archive)")]
-    NotAnImage { path: PathBuf },
-    #[error("{path}: cannot read the archive after entry {after:?}: {source} (is it truncated? export it again)")]
-    Archive {
-        path: PathBuf,
-        after: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: archive entry {entry:?} escapes the archive with `..` or an absolute link; refusing it")]
-    UnsafeName { path: PathBuf, entry: String },
-    #[error("{path}: {entry} is missing; the image names it but the archive does not hold it (export it again)")]
-    Missing { path: PathBuf, entry: String },
-    #[error("{path}: {entry} is {size} bytes, too big for a JSON document")]
-    TooBig {
-        path: PathBuf,
-        entry: String,
-        size: u64,
-    },
-    #[error("{path}: {entry} is not valid JSON for a {what}: {source}")]
-    Json {
-        path: PathBuf,
-        entry: String,
-        what: &'static str,
-        source: serde_json::Error,
-    },
-    #[error("{path}: {entry} has digest {actual}, but the image expects {expected}; the blob is corrupt or was replaced")]
-    DigestMismatch {
-        path: PathBuf,
-        entry: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("{path}: {entry} is {actual} bytes, but the image expects {expected}")]
-    SizeMismatch {
-        path: PathBuf,
-        entry: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{path}: {source}")]
-    Layer { path: PathBuf, source: LayerError },
-    #[error(
-        "{path}: the config lists {diff_ids} layer digests but the manifest has {layers} layers"
-    )]
-    LayerCount {
-        path: PathBuf,
-        layers: usize,
-        diff_ids: usize,
-    },
-    #[error("{path}: {what}")]
-    Unsupported { path: PathBuf, what: String },
-    #[error("{path} holds no image")]
-    NoImages { path: PathBuf },
-    #[error("--tag names one image, but {path} holds {count}; load it without --tag")]
-    TagMany { path: PathBuf, count: usize },
-    #[error("invalid image name {name:?}: {why}")]
-    BadName { name: String, why: &'static str },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
 
 /// An image whose blobs (manifest, config, layers) are complete and checked in the staging folder.
 #[derive(Debug)]

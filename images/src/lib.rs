@@ -15,6 +15,8 @@
 mod blob;
 pub mod build;
 pub mod digest;
+mod errors;
+mod image;
 mod import;
 pub mod oci;
 mod rootfs;
@@ -22,7 +24,9 @@ mod source;
 mod store;
 pub mod tree;
 
-pub use import::{normalize_name, ImportError};
+pub use errors::{ImportError, RootfsError, StoreError};
+pub use image::{Image, ImageRef, Layer};
+pub use import::normalize_name;
 pub use oci::ImageConfig;
-pub use rootfs::{cache_key as rootfs_cache_key, RootfsError};
-pub use store::{Image, ImageRef, Layer, Store, StoreError};
+pub use rootfs::cache_key as rootfs_cache_key;
+pub use store::Store;

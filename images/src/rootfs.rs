@@ -4,43 +4,15 @@
 
 use crate::blob;
 use crate::digest;
-use crate::store::{Image, Store};
-use crate::tree::{Kind, LayerError, Node, Tree};
+use crate::errors::RootfsError;
+use crate::image::Image;
+use crate::tree::{Kind, Node, Tree};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum RootfsError {
-    #[error("root filesystem of {image}: {path}: {source}")]
-    Io {
-        image: String,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("root filesystem of {image}: {source}")]
-    Layer { image: String, source: LayerError },
-    #[error("root filesystem of {image}: `mksquashfs` is missing; install squashfs-tools (scripts/setup.sh does)")]
-    NoTool { image: String },
-    #[error(
-        "root filesystem of {image}: writing the tar stream into mksquashfs failed: {source} {stderr}"
-    )]
-    Stream {
-        image: String,
-        source: io::Error,
-        stderr: String,
-    },
-    #[error("root filesystem of {image}: mksquashfs failed ({status}): {stderr}")]
-    Tool {
-        image: String,
-        status: String,
-        stderr: String,
-    },
-}
 
 /// Changing how the image is built must change this, so old cache entries are not reused.
 const FORMAT: &str =
@@ -56,10 +28,18 @@ pub fn cache_key(image: &Image) -> String {
     digest::of_bytes(text.as_bytes())["sha256:".len()..].to_string()
 }
 
-pub(crate) fn build(store: &Store, image: &Image) -> Result<PathBuf, RootfsError> {
-    let out = store.rootfs_path(image);
+/// Builds the root filesystem of `image` at `out`, unless it is there already. Its layer
+/// blobs are read from `blobs` (files named by digest hex) and the work is done in a
+/// temporary folder under `tmp`, on the same file system as `out`, so the finished image
+/// is renamed into place whole.
+pub(crate) fn build(
+    image: &Image,
+    blobs: &Path,
+    tmp: &Path,
+    out: &Path,
+) -> Result<(), RootfsError> {
     if out.is_file() {
-        return Ok(out);
+        return Ok(());
     }
     let name = image
         .names
@@ -71,17 +51,16 @@ pub(crate) fn build(store: &Store, image: &Image) -> Result<PathBuf, RootfsError
         path: path.into(),
         source,
     };
-    let tmp_root = store.root().join("tmp");
     let work = tempfile::Builder::new()
         .prefix("rootfs-")
-        .tempdir_in(&tmp_root)
-        .map_err(|e| io_err(&tmp_root, e))?;
+        .tempdir_in(tmp)
+        .map_err(|e| io_err(tmp, e))?;
 
     // Decompress each layer once to a plain tar, so file bytes can be read at their offsets.
     let mut tree = Tree::default();
     let mut tars = Vec::new();
     for (i, layer) in image.layers.iter().enumerate() {
-        let blob = store.blob_path(&layer.digest).unwrap_or_default();
+        let blob = blob::path_in(blobs, &layer.digest).unwrap_or_default();
         let tar = work.path().join(format!("{i}.tar"));
         let mut input = blob::open_layer(&blob).map_err(|e| io_err(&blob, e))?;
         let mut file = BufWriter::new(File::create(&tar).map_err(|e| io_err(&tar, e))?);
@@ -166,8 +145,8 @@ pub(crate) fn build(store: &Store, image: &Image) -> Result<PathBuf, RootfsError
             stderr,
         });
     }
-    std::fs::rename(&sqfs, &out).map_err(|e| io_err(&out, e))?;
-    Ok(out)
+    std::fs::rename(&sqfs, out).map_err(|e| io_err(out, e))?;
+    Ok(())
 }
 
 /// Writes the merged tree as a tar stream, parents before children, the first path of each

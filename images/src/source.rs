@@ -1,7 +1,7 @@
 //! Reading files out of what the user hands us: an OCI layout folder, or a tar archive
 //! (an OCI archive or a `docker save` archive, optionally gzip-compressed).
 
-use crate::import::ImportError;
+use crate::errors::ImportError;
 use crate::tree::clean_path;
 use std::collections::HashMap;
 use std::fs::File;

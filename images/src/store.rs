@@ -3,74 +3,15 @@
 //! filesystems under `rootfs/`. Every change goes through a staging folder and a rename, so a
 //! failed import leaves nothing half-written.
 
-use crate::digest;
-use crate::import::{self, normalize_name, ImportError};
+use crate::blob;
+use crate::errors::{ImportError, RootfsError, StoreError};
+use crate::image::{Image, ImageRef, Layer};
+use crate::import::{self, normalize_name};
 use crate::oci::*;
-use crate::rootfs::{self, RootfsError};
+use crate::rootfs;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("cannot use the image store at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the image store is damaged at {path}: {what}; load the image again, or delete the store folder")]
-    Corrupt { path: PathBuf, what: String },
-    #[error("no image {reference:?} in the store {root}; load it with `detvm image load FILE` (list: `detvm image ls`)")]
-    NotFound { reference: String, root: PathBuf },
-    #[error("{reference:?} matches several images ({matches}); give more of the digest")]
-    Ambiguous { reference: String, matches: String },
-}
-
-/// What `load` added: a manifest digest and the names now pointing at it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageRef {
-    pub digest: String,
-    pub names: Vec<String>,
-}
-
-/// One layer of an image: the stored (maybe compressed) blob and its uncompressed digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layer {
-    pub digest: String,
-    pub diff_id: String,
-    pub media_type: String,
-    pub size: u64,
-}
-
-/// An image in the store, with the config the guest needs to run it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Image {
-    /// The manifest digest, `sha256:…`: the image's identity.
-    pub digest: String,
-    pub names: Vec<String>,
-    pub config_digest: String,
-    pub config: ImageConfig,
-    pub layers: Vec<Layer>,
-}
-
-impl Image {
-    /// Total size of the stored layer blobs.
-    pub fn size(&self) -> u64 {
-        self.layers.iter().map(|l| l.size).sum()
-    }
-
-    /// Digest, names, run config and layers as pretty JSON (`detvm image inspect`).
-    pub fn to_json(&self) -> String {
-        let layers: Vec<_> = self
-            .layers
-            .iter()
-            .map(|l| serde_json::json!({"digest": l.digest, "diff_id": l.diff_id, "size": l.size}))
-            .collect();
-        let json = serde_json::json!({"digest": self.digest, "names": self.names, "config": self.config, "layers": layers});
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    }
-}
 
 pub struct Store {
     root: PathBuf,
@@ -103,8 +44,12 @@ impl Store {
         &self.root
     }
 
-    pub(crate) fn blob_path(&self, digest: &str) -> Option<PathBuf> {
-        digest::parse(digest).map(|hex| self.root.join("blobs/sha256").join(hex))
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        blob::path_in(&self.blobs_dir(), digest)
     }
 
     /// Imports every image of an OCI layout folder, OCI archive or `docker save` archive.
@@ -245,10 +190,12 @@ impl Store {
 
     /// The guest root filesystem of `image`: a reproducible squashfs, built once and cached.
     pub fn rootfs(&self, image: &Image) -> Result<PathBuf, RootfsError> {
-        rootfs::build(self, image)
+        let out = self.rootfs_path(image);
+        rootfs::build(image, &self.blobs_dir(), &self.root.join("tmp"), &out)?;
+        Ok(out)
     }
 
-    pub(crate) fn rootfs_path(&self, image: &Image) -> PathBuf {
+    fn rootfs_path(&self, image: &Image) -> PathBuf {
         self.root
             .join("rootfs")
             .join(format!("{}.sqfs", rootfs::cache_key(image)))

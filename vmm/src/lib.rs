@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod layout;
 pub mod machine;
 pub mod memory;
+pub mod persist;
 pub mod seed;
 pub mod snapshot;
 pub mod trace;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use vmm::clock::VirtualTime;
-use vmm::snapshot::file::{self, Written};
+use vmm::world::snapshot::file::{self, Written};
 use vmm::world::snapshot::WorldSnapshot;
 use vmm::world::{World, WorldOutcome};
 
@@ -118,10 +118,9 @@ impl Session {
     /// Reads a snapshot file written by [`Session::save`] (checksum first).
     pub fn load(path: &Path, plan: &WorldPlan) -> Result<SessionSnapshot, RunError> {
         let bad = |e: String| RunError::Input(format!("{}: {e}", path.display()));
-        let world = file::load(path, &plan.config).map_err(|e| bad(e.to_string()))?;
-        let app = file::load_app(path)
-            .map_err(|e| bad(e.to_string()))?
-            .ok_or_else(|| bad("no runner state in this snapshot".into()))?;
+        let (world, app) =
+            file::load_with_app(path, &plan.config).map_err(|e| bad(e.to_string()))?;
+        let app = app.ok_or_else(|| bad("no runner state in this snapshot".into()))?;
         let runner = serde_json::from_slice(&app).map_err(|e| bad(format!("runner state: {e}")))?;
         Ok(SessionSnapshot { world, runner })
     }

@@ -6,8 +6,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use vmm::snapshot::file;
-use vmm::world::snapshot::WorldSnapshot;
+use vmm::world::snapshot::{file, WorldSnapshot};
 
 use super::session::Session;
 use crate::moment::format_vtime;

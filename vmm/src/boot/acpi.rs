@@ -4,7 +4,7 @@
 use acpi_tables::{aml, facs::FACS, fadt, rsdp::Rsdp, sdt::Sdt, xsdt::XSDT, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::BootError;
+use super::error::BootError;
 use crate::layout::{ACPI_ADDR, ACPI_MAX};
 
 const OEM_ID: [u8; 6] = *b"DETVM ";

@@ -4,7 +4,7 @@
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::BootError;
+use super::error::BootError;
 use crate::layout::{GDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR};
 
 /// GDT: null, 64-bit code (selector 0x08), data (0x10). Access and flag bits as in

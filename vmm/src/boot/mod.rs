@@ -5,9 +5,10 @@
 
 pub mod acpi;
 mod cpu_state;
+mod error;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use linux_loader::loader::{bootparam, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
@@ -15,36 +16,9 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 pub use cpu_state::{
     long_mode_entry_state, real_mode_ap_state, write_gdt_and_page_tables, EntryState,
 };
+pub use error::BootError;
 
 use crate::layout::*;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BootError {
-    #[error("cannot read the kernel {path}")]
-    KernelFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is not a bootable x86-64 Linux kernel (tried an ELF vmlinux: {elf}; a bzImage: {bzimage})"
-    )]
-    NotAKernel {
-        path: PathBuf,
-        elf: String,
-        bzimage: String,
-    },
-    #[error("cannot read the initramfs {path}")]
-    InitrdFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the initramfs {path} ({mib} MiB) does not fit in guest memory: raise --memory")]
-    InitrdTooLarge { path: PathBuf, mib: u64 },
-    #[error("the kernel command line is invalid: {0}")]
-    Cmdline(String),
-    #[error("guest memory layout: {0}")]
-    Layout(String),
-}
 
 /// Which kernel format was loaded and where execution starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

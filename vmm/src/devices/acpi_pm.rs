@@ -10,10 +10,13 @@
 //! its TMR_STS overflow status and the SCI are not generated (Linux uses neither).
 //! Reset: 0xCF9 with bit 2 (RST_CPU) set, e.g. 0x06 or 0x0E, or 0xFE to port 0x64.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualTime;
 use crate::devices::ticks_at;
+use crate::persist::Persist;
 
 pub const PM1_EVT_BLK: u16 = 0x600;
 pub const PM1_CNT_BLK: u16 = 0x604;
@@ -64,17 +67,23 @@ fn set_byte(v: u16, hi: bool, b: u8) -> u16 {
     }
 }
 
-impl AcpiPm {
-    pub fn new() -> Self {
-        Self::default()
-    }
+impl Persist for AcpiPm {
+    type State = AcpiPmState;
+    type Resources<'a> = ();
+    type Error = Infallible;
 
-    pub fn state(&self) -> AcpiPmState {
+    fn state(&self) -> AcpiPmState {
         self.s.clone()
     }
 
-    pub fn from_state(state: &AcpiPmState) -> Self {
-        AcpiPm { s: state.clone() }
+    fn restore((): (), state: &AcpiPmState) -> Result<Self, Infallible> {
+        Ok(AcpiPm { s: state.clone() })
+    }
+}
+
+impl AcpiPm {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Whether `port` belongs here (0xCF9 only for single-byte accesses: 0xCF8 is the
@@ -130,6 +139,7 @@ impl AcpiPm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     #[test]
     fn pm_timer_rate_and_wrap() {
@@ -207,8 +217,7 @@ mod tests {
         pm.write(0x602, 0x21);
         pm.write(0x604, 0x06);
         pm.write(RESET_PORT, 0x0A);
-        let st = crate::devices::json_round_trip(&pm.state());
-        let mut q = AcpiPm::from_state(&st);
+        let Ok(mut q) = round_trip(&pm, ());
         assert_eq!(q.state(), pm.state());
         for p in [0x602, 0x604, RESET_PORT] {
             assert_eq!(q.read(VirtualTime::ZERO, p), pm.read(VirtualTime::ZERO, p));

@@ -12,10 +12,13 @@
 //! Routes: with ENABLE_CNF and LEG_RT_CNF, timer 0 is IRQ0 (GSI 0) and timer 1 IRQ8;
 //! otherwise Tn_INT_ROUTE_CNF picks an IOAPIC pin among [`ROUTE_CAP`] (20-23). No FSB.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualTime;
 use crate::devices::{read_le, write_le};
+use crate::persist::Persist;
 
 pub const HPET_BASE: u64 = 0xFED0_0000;
 pub const HPET_SIZE: u64 = 0x400;
@@ -78,6 +81,20 @@ fn tick(now: VirtualTime) -> u64 {
     now.0 / NS_PER_TICK
 }
 
+impl Persist for Hpet {
+    type State = HpetState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> HpetState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &HpetState) -> Result<Self, Infallible> {
+        Ok(Hpet { s: state.clone() })
+    }
+}
+
 impl Hpet {
     pub fn new() -> Self {
         // Comparators reset to all ones, as on hardware and in QEMU.
@@ -95,14 +112,6 @@ impl Hpet {
                 timers,
             },
         }
-    }
-
-    pub fn state(&self) -> HpetState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &HpetState) -> Self {
-        Hpet { s: state.clone() }
     }
 
     fn enabled(&self) -> bool {
@@ -303,6 +312,7 @@ impl Hpet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     fn w(h: &mut Hpet, now: u64, off: u64, v: u32) {
         h.write(VirtualTime(now), off, &v.to_le_bytes());
@@ -450,8 +460,7 @@ mod tests {
             (TN_INT_ENB | TN_PERIODIC | TN_VAL_SET) as u32,
         );
         w(&mut h, 0, 0x108, 777);
-        let st = crate::devices::json_round_trip(&h.state());
-        let mut q = Hpet::from_state(&st);
+        let Ok(mut q) = round_trip(&h, ());
         assert_eq!(q.state(), h.state());
         assert_eq!(q.next_deadline(), h.next_deadline());
         assert_eq!(

@@ -12,9 +12,12 @@
 //! Destinations are resolved by the caller's `resolve(dest, logical)`, which knows the
 //! LAPICs' IDs and logical destination registers.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::devices::read_le;
+use crate::persist::Persist;
 
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;
@@ -61,6 +64,20 @@ impl Default for Ioapic {
     }
 }
 
+impl Persist for Ioapic {
+    type State = IoapicState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> IoapicState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &IoapicState) -> Result<Self, Infallible> {
+        Ok(Ioapic { s: state.clone() })
+    }
+}
+
 impl Ioapic {
     pub fn new() -> Self {
         let s = IoapicState {
@@ -71,14 +88,6 @@ impl Ioapic {
             pending_edges: 0,
         };
         Ioapic { s }
-    }
-
-    pub fn state(&self) -> IoapicState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &IoapicState) -> Self {
-        Ioapic { s: state.clone() }
     }
 
     /// Drives `pin` to `level` (asserted or not); returns the messages it causes.
@@ -220,6 +229,7 @@ impl Ioapic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     /// Physical destination n is vCPU n; logical destinations are flat bitmaps.
     fn resolve(dest: u8, logical: bool) -> Vec<usize> {
@@ -359,8 +369,7 @@ mod tests {
         reg_write(&mut io, 0x10 + 2 * 9, 0x8055);
         io.set_irq(9, true, &resolve);
         io.set_irq(3, true, &resolve);
-        let st = crate::devices::json_round_trip(&io.state());
-        let mut q = Ioapic::from_state(&st);
+        let Ok(mut q) = round_trip(&io, ());
         assert_eq!(q.state(), io.state());
         assert_eq!(
             q.end_of_interrupt(0x55, &resolve),

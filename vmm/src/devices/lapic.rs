@@ -13,9 +13,11 @@
 //! dropped). Missed periods are coalesced into one interrupt.
 
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
 
 use crate::clock::VirtualTime;
 use crate::devices::read_le;
+use crate::persist::Persist;
 
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 pub const LAPIC_SIZE: u64 = 0x1000;
@@ -118,6 +120,20 @@ fn set_bit(bits: &mut [u32; 8], v: u8, on: bool) {
     }
 }
 
+impl Persist for Lapic {
+    type State = LapicState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> LapicState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &LapicState) -> Result<Self, Infallible> {
+        Ok(Lapic { s: state.clone() })
+    }
+}
+
 impl Lapic {
     /// The power-on state of the APIC with ID `apic_id`: software-disabled, LVTs masked.
     pub fn new(apic_id: u8) -> Self {
@@ -130,14 +146,6 @@ impl Lapic {
                 ..LapicState::default()
             },
         }
-    }
-
-    pub fn state(&self) -> LapicState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &LapicState) -> Self {
-        Lapic { s: state.clone() }
     }
 
     /// INIT: back to power-on state, keeping the APIC ID.

@@ -1,7 +1,7 @@
 //! Platform devices. Each is a pure state machine: it is driven by register accesses
 //! and by the virtual clock passed in, and it never touches a file descriptor, a
 //! thread or the host clock. That makes it deterministic, testable without a guest,
-//! and serializable for snapshots.
+//! and serializable for snapshots (each implements [`crate::persist::Persist`]).
 //!
 //! Time-driven devices compute what they show lazily from the `now` passed in. Their
 //! caller ([`platform::Platform`]) calls `advance(now)` before every access, so every
@@ -63,7 +63,6 @@ pub(crate) fn write_le(old: u64, offset: usize, data: &[u8]) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Serializes and deserializes a device state, as a snapshot would.
 /// One step of the 64-bit LCG (Knuth's MMIX constants) that drives the devices'
 /// garbage-input tests: advances `x` and returns it.
 #[cfg(test)]
@@ -72,12 +71,6 @@ pub(crate) fn next_garbage(x: &mut u64) -> u64 {
         .wrapping_mul(6_364_136_223_846_793_005)
         .wrapping_add(1_442_695_040_888_963_407);
     *x
-}
-
-#[cfg(test)]
-pub(crate) fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(state: &T) -> T {
-    let text = serde_json::to_string(state).expect("state serializes");
-    serde_json::from_str(&text).expect("state deserializes")
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@
 //! spurious IRQ7 (or IRQ15) vector without setting ISR, as the hardware does.
 //! Power-on state is what a BIOS leaves: vectors 0x08/0x70, every line masked.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
 
 /// One 8259A.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,20 @@ impl ChipState {
     }
 }
 
+impl Persist for Pic {
+    type State = PicState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> PicState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &PicState) -> Result<Self, Infallible> {
+        Ok(Pic { s: state.clone() })
+    }
+}
+
 impl Pic {
     pub fn new() -> Self {
         Pic {
@@ -206,14 +224,6 @@ impl Pic {
                 slave: ChipState::new(0x70, 0xDE),
             },
         }
-    }
-
-    pub fn state(&self) -> PicState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &PicState) -> Self {
-        Pic { s: state.clone() }
     }
 
     /// Drives input line `line` (0-15) to `level`; other lines are ignored.
@@ -308,6 +318,7 @@ impl Pic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     /// Linux's init_8259A(0): vectors 0x30/0x38, cascade on IR2, normal EOI.
     fn linux_init() -> Pic {
@@ -450,8 +461,7 @@ mod tests {
         let mut p = linux_init();
         p.set_irq(10, true);
         p.set_irq(1, true);
-        let st = crate::devices::json_round_trip(&p.state());
-        let mut q = Pic::from_state(&st);
+        let Ok(mut q) = round_trip(&p, ());
         assert_eq!(q.state(), p.state());
         assert_eq!(q.acknowledge(), p.acknowledge());
         assert_eq!(q.state(), p.state());

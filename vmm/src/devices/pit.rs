@@ -10,10 +10,13 @@
 //! [`Pit::advance`] reports one pulse per call however many edges passed since the
 //! last (a PIC coalesces them anyway), and [`Pit::next_deadline`] says when the next is due.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualTime;
 use crate::devices::{ns_of_tick, ticks_at};
+use crate::persist::Persist;
 
 /// The 8254 input clock, Hz.
 pub const PIT_HZ: u64 = 1_193_182;
@@ -258,6 +261,20 @@ impl ChannelState {
     }
 }
 
+impl Persist for Pit {
+    type State = PitState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> PitState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &PitState) -> Result<Self, Infallible> {
+        Ok(Pit { s: state.clone() })
+    }
+}
+
 impl Pit {
     pub fn new() -> Self {
         let ch = [
@@ -272,14 +289,6 @@ impl Pit {
                 refresh_toggle: false,
             },
         }
-    }
-
-    pub fn state(&self) -> PitState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &PitState) -> Self {
-        Pit { s: state.clone() }
     }
 
     /// Reads port 0x40-0x42 (counters); 0x43 and anything else read 0xFF.
@@ -370,6 +379,7 @@ impl Pit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     fn at_tick(t: u64) -> VirtualTime {
         VirtualTime(ns_of_tick(t, PIT_HZ))
@@ -506,8 +516,7 @@ mod tests {
         p.write(VirtualTime::ZERO, 0x43, 0x34);
         p.write(VirtualTime::ZERO, 0x40, 0x10);
         p.write(at_tick(3), 0x43, 0x00);
-        let st = crate::devices::json_round_trip(&p.state());
-        let mut q = Pit::from_state(&st);
+        let Ok(mut q) = round_trip(&p, ());
         assert_eq!(q.state(), p.state());
         assert_eq!(q.next_deadline(), p.next_deadline());
         assert_eq!(q.read(at_tick(9), 0x40), p.read(at_tick(9), 0x40));

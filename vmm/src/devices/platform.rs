@@ -16,6 +16,8 @@
 //! interrupt, queued a CPU request (INIT, SIPI, NMI) or moved the next timer deadline,
 //! so the vCPU loop can deliver and re-plan promptly.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualTime;
@@ -29,6 +31,7 @@ use crate::devices::pic::{Pic, PicState};
 use crate::devices::pit::{Pit, PitState};
 use crate::devices::rtc::{Rtc, RtcState, RTC_IRQ};
 use crate::devices::serial::{Serial, SerialState, COM1_BASE, COM1_IRQ};
+use crate::persist::Persist;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlatformConfig {
@@ -100,6 +103,61 @@ struct Watch {
     requests: usize,
 }
 
+impl Persist for Platform {
+    type State = PlatformState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> PlatformState {
+        PlatformState {
+            pic: self.pic.state(),
+            pit: self.pit.state(),
+            rtc: self.rtc.state(),
+            serial: self.serial.state(),
+            lapics: self.lapics.iter().map(Lapic::state).collect(),
+            ioapic: self.ioapic.state(),
+            hpet: self.hpet.state(),
+            acpi: self.acpi.state(),
+            external_levels: self.external_levels,
+            applied_levels: self.applied_levels,
+            cpu_requests: self.cpu_requests.clone(),
+            unknown_port_accesses: self.unknown_port_accesses,
+        }
+    }
+
+    fn restore((): (), state: &PlatformState) -> Result<Self, Infallible> {
+        let restored = |s| {
+            let Ok(lapic) = Lapic::restore((), s);
+            lapic
+        };
+        let mut lapics: Vec<Lapic> = state.lapics.iter().map(restored).collect();
+        if lapics.is_empty() {
+            lapics.push(Lapic::new(0));
+        }
+        let Ok(pic) = Pic::restore((), &state.pic);
+        let Ok(pit) = Pit::restore((), &state.pit);
+        let Ok(rtc) = Rtc::restore((), &state.rtc);
+        let Ok(serial) = Serial::restore((), &state.serial);
+        let Ok(ioapic) = Ioapic::restore((), &state.ioapic);
+        let Ok(hpet) = Hpet::restore((), &state.hpet);
+        let Ok(acpi) = AcpiPm::restore((), &state.acpi);
+        Ok(Platform {
+            pic,
+            pit,
+            rtc,
+            serial,
+            lapics,
+            ioapic,
+            hpet,
+            acpi,
+            external_levels: state.external_levels,
+            applied_levels: state.applied_levels,
+            cpu_requests: state.cpu_requests.clone(),
+            unknown_port_accesses: state.unknown_port_accesses,
+        })
+    }
+}
+
 impl Platform {
     /// (base, size) of the MMIO ranges the platform decodes.
     pub const MMIO_RANGES: &'static [(u64, u64)] = &[
@@ -123,44 +181,6 @@ impl Platform {
             applied_levels: 0,
             cpu_requests: Vec::new(),
             unknown_port_accesses: 0,
-        }
-    }
-
-    pub fn state(&self) -> PlatformState {
-        PlatformState {
-            pic: self.pic.state(),
-            pit: self.pit.state(),
-            rtc: self.rtc.state(),
-            serial: self.serial.state(),
-            lapics: self.lapics.iter().map(Lapic::state).collect(),
-            ioapic: self.ioapic.state(),
-            hpet: self.hpet.state(),
-            acpi: self.acpi.state(),
-            external_levels: self.external_levels,
-            applied_levels: self.applied_levels,
-            cpu_requests: self.cpu_requests.clone(),
-            unknown_port_accesses: self.unknown_port_accesses,
-        }
-    }
-
-    pub fn from_state(state: &PlatformState) -> Self {
-        let mut lapics: Vec<Lapic> = state.lapics.iter().map(Lapic::from_state).collect();
-        if lapics.is_empty() {
-            lapics.push(Lapic::new(0));
-        }
-        Platform {
-            pic: Pic::from_state(&state.pic),
-            pit: Pit::from_state(&state.pit),
-            rtc: Rtc::from_state(&state.rtc),
-            serial: Serial::from_state(&state.serial),
-            lapics,
-            ioapic: Ioapic::from_state(&state.ioapic),
-            hpet: Hpet::from_state(&state.hpet),
-            acpi: AcpiPm::from_state(&state.acpi),
-            external_levels: state.external_levels,
-            applied_levels: state.applied_levels,
-            cpu_requests: state.cpu_requests.clone(),
-            unknown_port_accesses: state.unknown_port_accesses,
         }
     }
 

@@ -12,10 +12,13 @@
 //! The divider bits of reg A are stored but do not stop the clock. Dates use the
 //! proleptic Gregorian calendar (civil-from-days), no time zones.
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::VirtualTime;
 use crate::devices::{ns_of_tick, ticks_at};
+use crate::persist::Persist;
 
 pub const RTC_IRQ: u32 = 8;
 const RTC_HZ: u64 = 32_768;
@@ -59,6 +62,23 @@ pub struct Rtc {
     s: RtcState,
 }
 
+impl Persist for Rtc {
+    type State = RtcState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> RtcState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &RtcState) -> Result<Self, Infallible> {
+        let mut s = state.clone();
+        s.cmos.resize(128, 0);
+        s.phase_ns = s.phase_ns.rem_euclid(NS as i64);
+        Ok(Rtc { s })
+    }
+}
+
 impl Rtc {
     pub fn new(epoch_unix_secs: i64) -> Self {
         let mut cmos = vec![0u8; 128];
@@ -75,17 +95,6 @@ impl Rtc {
                 synced_to: 0,
             },
         }
-    }
-
-    pub fn state(&self) -> RtcState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &RtcState) -> Self {
-        let mut s = state.clone();
-        s.cmos.resize(128, 0);
-        s.phase_ns = s.phase_ns.rem_euclid(NS as i64);
-        Rtc { s }
     }
 
     /// Sets a plain CMOS byte, e.g. the memory-size bytes a BIOS would fill.
@@ -429,6 +438,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     const EPOCH_2038: i64 = 2_147_483_640; // 2038-01-19T03:14:00Z, a Tuesday
 
@@ -600,8 +610,7 @@ mod tests {
         set(&mut r, VirtualTime(5), 0x0B, B_24H | B_PIE);
         set(&mut r, VirtualTime(5), 0x40, 0x77);
         r.advance(VirtualTime(10_000_000));
-        let st = crate::devices::json_round_trip(&r.state());
-        let mut q = Rtc::from_state(&st);
+        let Ok(mut q) = round_trip(&r, ());
         assert_eq!(q.state(), r.state());
         let t = VirtualTime(12_345_678_901);
         for i in [0, 0x0A, 0x0C, 0x40] {

@@ -10,8 +10,11 @@
 //! The IRQ line is not gated by MCR.OUT2, as in QEMU.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
+
+use crate::persist::Persist;
 
 pub const COM1_BASE: u16 = 0x3F8;
 pub const COM1_IRQ: u32 = 4;
@@ -60,6 +63,24 @@ pub struct Serial {
     s: SerialState,
 }
 
+impl Persist for Serial {
+    type State = SerialState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> SerialState {
+        self.s.clone()
+    }
+
+    fn restore((): (), state: &SerialState) -> Result<Self, Infallible> {
+        let mut s = state.clone();
+        s.ier &= 0x0F;
+        s.mcr &= 0x1F;
+        s.msr_delta &= 0x0F;
+        Ok(Serial { s })
+    }
+}
+
 impl Serial {
     pub fn new() -> Self {
         // Divisor 12 is 9600 baud: a harmless power-on value, Linux programs its own.
@@ -69,18 +90,6 @@ impl Serial {
                 ..SerialState::default()
             },
         }
-    }
-
-    pub fn state(&self) -> SerialState {
-        self.s.clone()
-    }
-
-    pub fn from_state(state: &SerialState) -> Self {
-        let mut s = state.clone();
-        s.ier &= 0x0F;
-        s.mcr &= 0x1F;
-        s.msr_delta &= 0x0F;
-        Serial { s }
     }
 
     /// Bytes the guest transmitted since the last call.
@@ -242,6 +251,7 @@ impl Serial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::round_trip;
 
     const IER: u16 = 1;
     const IIR: u16 = 2;
@@ -381,8 +391,7 @@ mod tests {
         u.write(FCR, 0xC1);
         u.write(0, b'a');
         u.push_input(b"rx");
-        let st = crate::devices::json_round_trip(&u.state());
-        let mut v = Serial::from_state(&st);
+        let Ok(mut v) = round_trip(&u, ());
         assert_eq!(v.state(), u.state());
         assert_eq!(v.read(IIR), u.read(IIR));
         assert_eq!(v.take_output(), b"a");

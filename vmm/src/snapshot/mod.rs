@@ -1,12 +1,12 @@
-//! Snapshots of one VM ([`VmSnapshot`]) and of a whole World (`world::snapshot`), in
-//! memory (copy-on-write guest RAM) and on disk ([`file`]). See docs/snapshots.md.
+//! Snapshots of one VM ([`VmSnapshot`]): its guest RAM, frozen copy-on-write
+//! ([`MemoryImage`]), and everything else as plain state. A whole World's snapshot and its
+//! file format build on these in `world::snapshot`. See docs/snapshots.md.
 //!
 //! A snapshot is taken only between steps (after `Vm::run` or `World::run_until`
 //! returned), never inside an instruction, so it is a decision point by construction.
 //! Plain serde state lives apart from the host resources (guest RAM, disk images),
 //! which come back as arguments at restore (Firecracker's split).
 
-pub mod file;
 mod memory;
 mod vm;
 

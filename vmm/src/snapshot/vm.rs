@@ -6,6 +6,7 @@ use crate::devices::platform::Platform;
 use crate::devices::virtio::VirtioDevices;
 use crate::machine::{mmio_ranges, Vm, VmConfig};
 use crate::memory::GuestRam;
+use crate::persist::Persist;
 use crate::seed::{self, StreamState};
 
 impl Vm {
@@ -77,7 +78,7 @@ impl Vm {
         }
         let mut config = config.clone();
         config.seed = state.seed;
-        let virtio = VirtioDevices::restore(state.seed, &config.devices, &state.virtio)?;
+        let virtio = VirtioDevices::restore(&config.devices, &state.virtio)?;
         let vcpu_err = |vcpu, source| SnapshotError::Vcpu { vcpu, source };
         let mut vcpus =
             backend::create_vcpus(config.backend, &ram, &mmio_ranges(&virtio), config.vcpus)
@@ -85,10 +86,11 @@ impl Vm {
         for (i, (vcpu, saved)) in vcpus.iter_mut().zip(&state.vcpus).enumerate() {
             vcpu.restore_state(saved).map_err(|e| vcpu_err(i, e))?;
         }
+        let Ok(platform) = Platform::restore((), &state.platform);
         Ok(Vm {
             vcpus,
             cpu_state: state.cpu_state.clone(),
-            platform: Platform::from_state(&state.platform),
+            platform,
             virtio,
             _ram: ram,
             now: state.now,

@@ -95,6 +95,9 @@ pub enum WorldError {
         time: VirtualTime,
         message: String,
     },
+    /// A fault injected or scheduled at run time that does not fit the world.
+    #[error("invalid fault: {0}")]
+    Fault(PlanError),
     #[error("no node is named {0:?}")]
     UnknownNode(String),
     #[error("node {node}: {message}")]

@@ -104,6 +104,122 @@ pub enum Fault {
     },
 }
 
+impl Fault {
+    /// The one node this fault acts on (pause, kill, restart, clock step, clock skew);
+    /// `None` for the network's faults, which act on links and are the world's events.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Fault::Pause { node, .. }
+            | Fault::Kill { node, .. }
+            | Fault::Restart { node }
+            | Fault::ClockStep { node, .. }
+            | Fault::ClockSkew { node, .. } => Some(node),
+            Fault::Partition { .. }
+            | Fault::Heal {}
+            | Fault::Clog { .. }
+            | Fault::Unclog { .. }
+            | Fault::SwizzleClog { .. }
+            | Fault::Loss { .. }
+            | Fault::Duplicate { .. }
+            | Fault::Reorder { .. } => None,
+        }
+    }
+
+    /// Checks the fault against the world's node names: known, distinct nodes, no
+    /// negative duration, probabilities in 0..=1. An error names the field under `path`
+    /// (`faults[2].node`, for `path` = `faults[2]`).
+    pub fn validate(&self, nodes: &[String], path: &str) -> Result<(), PlanError> {
+        let path = |field: &str| format!("{path}.{field}");
+        let node = |field: &str, name: &str| {
+            if nodes.iter().any(|n| n == name) {
+                Ok(())
+            } else {
+                Err(PlanError::new(
+                    path(field),
+                    format!(
+                        "unknown service {name:?} (the world has: {})",
+                        nodes.join(", ")
+                    ),
+                ))
+            }
+        };
+        let node_list = |field: &str, names: &[String]| {
+            if names.is_empty() {
+                return Err(PlanError::new(path(field), "names no node"));
+            }
+            let mut seen = BTreeSet::new();
+            for (k, name) in names.iter().enumerate() {
+                node(&format!("{field}[{k}]"), name)?;
+                if !seen.insert(name) {
+                    return Err(PlanError::new(
+                        path(&format!("{field}[{k}]")),
+                        format!("{name:?} is listed twice"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let optional = |field: &str, d: &Option<Span>| match d {
+            Some(d) => check_not_negative(&path(field), *d),
+            None => Ok(()),
+        };
+        if let Some(n) = self.node() {
+            node("node", n)?;
+        }
+        match self {
+            Fault::Partition {
+                groups, duration, ..
+            } => {
+                if groups.is_empty() {
+                    return Err(PlanError::new(path("groups"), "names no group"));
+                }
+                let all: Vec<String> = groups.iter().flatten().cloned().collect();
+                node_list("groups", &all)?;
+                if let Some(g) = groups.iter().position(Vec::is_empty) {
+                    return Err(PlanError::new(path(&format!("groups[{g}]")), "is empty"));
+                }
+                optional("duration", duration)
+            }
+            Fault::Heal {} | Fault::Restart { .. } | Fault::ClockStep { .. } => Ok(()),
+            Fault::Clog { nodes, duration } => {
+                node_list("nodes", nodes)?;
+                optional("duration", duration)
+            }
+            Fault::Unclog { nodes } => node_list("nodes", nodes),
+            Fault::SwizzleClog { nodes, step } => {
+                node_list("nodes", nodes)?;
+                check_not_negative(&path("step"), *step)
+            }
+            Fault::Loss {
+                probability,
+                duration,
+            }
+            | Fault::Duplicate {
+                probability,
+                duration,
+            }
+            | Fault::Reorder {
+                probability,
+                duration,
+            } => {
+                check_probability(&path("probability"), *probability)?;
+                check_not_negative(&path("duration"), *duration)
+            }
+            Fault::Pause { duration, .. } => check_not_negative(&path("duration"), *duration),
+            Fault::Kill { restart_after, .. } => optional("restart_after", restart_after),
+            Fault::ClockSkew { ppm, duration, .. } => {
+                if ppm.abs() > MAX_SKEW_PPM {
+                    return Err(PlanError::new(
+                        path("ppm"),
+                        format!("{ppm} is not in -{MAX_SKEW_PPM}..={MAX_SKEW_PPM}"),
+                    ));
+                }
+                optional("duration", duration)
+            }
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -156,109 +272,13 @@ impl FaultPlan {
         serde_json::from_str(text).map_err(|e| PlanError::new("plan", e.to_string()))
     }
 
+    /// Checks every fault against the world's node names; an error names the field,
+    /// e.g. `faults[2].node`.
     pub fn validate(&self, nodes: &[String]) -> Result<(), PlanError> {
         for (i, f) in self.faults.iter().enumerate() {
-            let path = |field: &str| format!("faults[{i}].{field}");
-            check_not_negative(&path("at"), f.at)?;
-            let node = |field: &str, name: &String| {
-                if nodes.contains(name) {
-                    Ok(())
-                } else {
-                    Err(PlanError::new(
-                        path(field),
-                        format!(
-                            "unknown service {name:?} (the world has: {})",
-                            nodes.join(", ")
-                        ),
-                    ))
-                }
-            };
-            let node_list = |field: &str, names: &[String]| {
-                if names.is_empty() {
-                    return Err(PlanError::new(path(field), "names no node"));
-                }
-                let mut seen = BTreeSet::new();
-                for (k, name) in names.iter().enumerate() {
-                    node(&format!("{field}[{k}]"), name)?;
-                    if !seen.insert(name) {
-                        return Err(PlanError::new(
-                            path(&format!("{field}[{k}]")),
-                            format!("{name:?} is listed twice"),
-                        ));
-                    }
-                }
-                Ok(())
-            };
-            let optional = |field: &str, d: &Option<Span>| match d {
-                Some(d) => check_not_negative(&path(field), *d),
-                None => Ok(()),
-            };
-            match &f.fault {
-                Fault::Partition {
-                    groups, duration, ..
-                } => {
-                    if groups.is_empty() {
-                        return Err(PlanError::new(path("groups"), "names no group"));
-                    }
-                    let all: Vec<String> = groups.iter().flatten().cloned().collect();
-                    node_list("groups", &all)?;
-                    if let Some(g) = groups.iter().position(Vec::is_empty) {
-                        return Err(PlanError::new(path(&format!("groups[{g}]")), "is empty"));
-                    }
-                    optional("duration", duration)?;
-                }
-                Fault::Heal {} => {}
-                Fault::Clog { nodes, duration } => {
-                    node_list("nodes", nodes)?;
-                    optional("duration", duration)?;
-                }
-                Fault::Unclog { nodes } => node_list("nodes", nodes)?,
-                Fault::SwizzleClog { nodes, step } => {
-                    node_list("nodes", nodes)?;
-                    check_not_negative(&path("step"), *step)?;
-                }
-                Fault::Loss {
-                    probability,
-                    duration,
-                }
-                | Fault::Duplicate {
-                    probability,
-                    duration,
-                }
-                | Fault::Reorder {
-                    probability,
-                    duration,
-                } => {
-                    check_probability(&path("probability"), *probability)?;
-                    check_not_negative(&path("duration"), *duration)?;
-                }
-                Fault::Pause { node: n, duration } => {
-                    node("node", n)?;
-                    check_not_negative(&path("duration"), *duration)?;
-                }
-                Fault::Kill {
-                    node: n,
-                    restart_after,
-                } => {
-                    node("node", n)?;
-                    optional("restart_after", restart_after)?;
-                }
-                Fault::Restart { node: n } | Fault::ClockStep { node: n, .. } => node("node", n)?,
-                Fault::ClockSkew {
-                    node: n,
-                    ppm,
-                    duration,
-                } => {
-                    node("node", n)?;
-                    if ppm.abs() > MAX_SKEW_PPM {
-                        return Err(PlanError::new(
-                            path("ppm"),
-                            format!("{ppm} is not in -{MAX_SKEW_PPM}..={MAX_SKEW_PPM}"),
-                        ));
-                    }
-                    optional("duration", duration)?;
-                }
-            }
+            let path = format!("faults[{i}]");
+            check_not_negative(&format!("{path}.at"), f.at)?;
+            f.fault.validate(nodes, &path)?;
         }
         Ok(())
     }

@@ -3,21 +3,24 @@
 //!
 //! One VM runs at a time. [`scheduler`] picks the VM that can act earliest in world
 //! time and how far it may run; frames it sent are judged by the [`switch`] and queued
-//! as deliveries in the one [`events::EventQueue`], with the faults of the plan and
-//! host input. Each VM keeps its own local time, mapped to world time by its
-//! [`clock_map::ClockMap`] (skew, restarts). Every decision folds into a world trace
-//! hash; [`World::trace_value`] combines it with every VM's own.
+//! as deliveries (`routing`) in the one [`events::EventQueue`], with the faults of the
+//! plan or added at run time ([`World::inject`], [`World::schedule`]; their effects are
+//! in `fault_effects`) and host input. Each VM keeps its own local time, mapped to world
+//! time by its [`clock_map::ClockMap`] (skew, restarts). Every decision folds into a
+//! world trace hash; [`World::trace_value`] combines it with every VM's own.
 //!
 //! All state is plain data plus the VMs (no threads, no host time, no hash-map order),
-//! so a snapshot can later save the queue, the switch and the RNG states beside each
-//! VM's snapshot.
+//! so a [`snapshot`] saves the queue, the switch and the RNG states beside each VM's
+//! snapshot.
 
 pub mod clock_map;
 pub mod config;
 pub mod events;
+mod fault_effects;
 pub mod faults;
 mod node;
 mod quiesce;
+mod routing;
 pub mod scheduler;
 pub mod snapshot;
 pub mod span;
@@ -39,7 +42,7 @@ use crate::trace::{Decision, DecisionKind, TraceHash};
 use events::{EventQueue, WORLD};
 use node::Node;
 use scheduler::NodeView;
-use switch::{HeldFrame, Switch, Verdict, Window};
+use switch::Switch;
 
 /// The longest one VM runs in one go even when nothing else could interrupt it, so
 /// console lines are stamped within this much of when they were printed.
@@ -428,121 +431,6 @@ impl World {
             })
     }
 
-    /// Routes a frame node `from` sent at `now` to its destination(s).
-    fn send_frame(&mut self, now: VirtualTime, from: usize, frame: Vec<u8>) {
-        let (Some(dst), Some(et)) = (frame.get(0..6), frame.get(12..14)) else {
-            return; // shorter than an Ethernet header: nothing to route
-        };
-        let ethertype = u16::from_be_bytes([et[0], et[1]]);
-        let broadcast = dst[0] & 1 == 1;
-        let targets: Vec<usize> = if broadcast {
-            (0..self.nodes.len()).filter(|&j| j != from).collect()
-        } else {
-            (0..self.nodes.len())
-                .filter(|&j| j != from && node_mac(j) == dst)
-                .collect()
-        };
-        self.stats.frames_sent += 1;
-        let src = self.nodes[from].name.clone();
-        let dst_name = match (broadcast, targets.first()) {
-            (true, _) => "broadcast".to_string(),
-            (false, Some(&j)) => self.nodes[j].name.clone(),
-            (false, None) => format!("{:02x?}", dst),
-        };
-        let frame_event = |action, dst: &str, reason| EventKind::Frame {
-            action,
-            src: src.clone(),
-            dst: dst.to_string(),
-            len: frame.len(),
-            ethertype,
-            reason,
-        };
-        self.emit(now, &src, frame_event(FrameAction::Sent, &dst_name, None));
-        if targets.is_empty() {
-            self.drop_frame(
-                now,
-                from,
-                &frame_event(
-                    FrameAction::Dropped,
-                    &dst_name,
-                    Some(DropReason::UnknownDestination),
-                ),
-            );
-            return;
-        }
-        for to in targets {
-            let to_name = self.nodes[to].name.clone();
-            match self.switch.route(now, from, to) {
-                Verdict::Drop(reason) => {
-                    self.drop_frame(
-                        now,
-                        from,
-                        &frame_event(FrameAction::Dropped, &to_name, Some(reason)),
-                    );
-                }
-                Verdict::Hold => {
-                    let held = HeldFrame {
-                        from,
-                        to,
-                        frame: frame.clone(),
-                    };
-                    if self.switch.hold(held) {
-                        self.emit(now, &src, frame_event(FrameAction::Held, &to_name, None));
-                    } else {
-                        self.drop_frame(
-                            now,
-                            from,
-                            &frame_event(
-                                FrameAction::Dropped,
-                                &to_name,
-                                Some(DropReason::ClogOverflow),
-                            ),
-                        );
-                    }
-                }
-                Verdict::Deliver { at, duplicate } => {
-                    self.record(
-                        DecisionKind::WorldDeliver,
-                        to,
-                        at,
-                        from as u64,
-                        frame.len() as u64,
-                    );
-                    self.queue.push(
-                        at,
-                        Action::Deliver {
-                            from,
-                            to,
-                            frame: frame.clone(),
-                        },
-                    );
-                    if let Some(again) = duplicate {
-                        self.emit(
-                            now,
-                            &src,
-                            frame_event(FrameAction::Duplicated, &to_name, None),
-                        );
-                        self.queue.push(
-                            again,
-                            Action::Deliver {
-                                from,
-                                to,
-                                frame: frame.clone(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn drop_frame(&mut self, now: VirtualTime, from: usize, kind: &EventKind) {
-        self.stats.frames_dropped += 1;
-        self.record(DecisionKind::WorldDrop, from, now, 0, 0);
-        let src = self.nodes[from].name.clone();
-        self.emit(now, &src, kind.clone());
-    }
-
     fn process(&mut self, t: VirtualTime, action: Action) -> Result<(), WorldError> {
         match action {
             Action::Deliver { from, to, frame } => self.deliver(t, from, to, frame),
@@ -575,299 +463,6 @@ impl World {
                 }
             }
         }
-    }
-
-    fn deliver(
-        &mut self,
-        t: VirtualTime,
-        from: usize,
-        to: usize,
-        frame: Vec<u8>,
-    ) -> Result<(), WorldError> {
-        let ethertype = frame
-            .get(12..14)
-            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-        let (src, dst) = (self.nodes[from].name.clone(), self.nodes[to].name.clone());
-        let len = frame.len();
-        let kind = |action, reason| EventKind::Frame {
-            action,
-            src: src.clone(),
-            dst: dst.clone(),
-            len,
-            ethertype,
-            reason,
-        };
-        let node = &mut self.nodes[to];
-        let up = matches!(node.state, NodeState::Running | NodeState::Paused);
-        match node.vm.as_mut().filter(|_| up) {
-            Some(vm) => {
-                // A paused VM's NIC queues the frame; the guest sees it on resume.
-                if node.state == NodeState::Running {
-                    // The receiver is idle up to `t` at least (it would have run
-                    // first otherwise): move its clock to the delivery time.
-                    vm.skip_to(node.clock.to_local(t));
-                }
-                if let Some(net) = vm.virtio().net_mut() {
-                    net.push_rx_frame(frame.clone());
-                }
-                let event = kind(FrameAction::Delivered, None);
-                self.stats.frames_delivered += 1;
-                self.record(
-                    DecisionKind::WorldDeliver,
-                    to,
-                    t,
-                    from as u64,
-                    frame.len() as u64,
-                );
-                self.emit(t, &dst, event);
-            }
-            None => {
-                let event = kind(FrameAction::Dropped, Some(DropReason::NodeDown));
-                self.drop_frame(t, from, &event);
-            }
-        }
-        Ok(())
-    }
-
-    fn indices(&self, names: &[String]) -> Vec<usize> {
-        names.iter().filter_map(|n| self.index_of(n).ok()).collect()
-    }
-
-    fn fault_event(&mut self, t: VirtualTime, node: Option<usize>, kind: EventKind) {
-        let name = node.map_or(WORLD.to_string(), |i| self.nodes[i].name.clone());
-        self.record(
-            DecisionKind::WorldFault,
-            node.unwrap_or(usize::MAX >> 32),
-            t,
-            0,
-            0,
-        );
-        self.emit(t, &name, kind);
-    }
-
-    /// Schedules the end of a lasting fault.
-    fn end_after(&mut self, t: VirtualTime, after: Span, id: u64, fault: Fault) {
-        self.queue.push(after.after(t), Action::End { id, fault });
-    }
-
-    fn apply(&mut self, t: VirtualTime, fault: Fault) -> Result<(), WorldError> {
-        let id = self.next_fault_id;
-        self.next_fault_id += 1;
-        let node = match &fault {
-            Fault::Pause { node, .. }
-            | Fault::Kill { node, .. }
-            | Fault::Restart { node }
-            | Fault::ClockStep { node, .. }
-            | Fault::ClockSkew { node, .. } => Some(self.index_of(node)?),
-            _ => None,
-        };
-        self.fault_event(
-            t,
-            node,
-            EventKind::FaultApplied {
-                fault: fault.clone(),
-            },
-        );
-        match &fault {
-            Fault::Partition {
-                groups,
-                one_way,
-                duration,
-            } => {
-                let groups: Vec<Vec<usize>> = groups.iter().map(|g| self.indices(g)).collect();
-                self.switch
-                    .partition(id, &groups, self.nodes.len(), *one_way);
-                if let Some(d) = duration {
-                    self.end_after(t, *d, id, fault.clone());
-                }
-            }
-            Fault::Heal {} => self.switch.heal(None),
-            Fault::Clog { nodes, duration } => {
-                for i in self.indices(nodes) {
-                    self.switch.clog(i);
-                }
-                if let Some(d) = duration {
-                    self.end_after(t, *d, id, fault.clone());
-                }
-            }
-            Fault::Unclog { nodes } => self.unclog(t, nodes),
-            Fault::SwizzleClog { nodes, step } => {
-                let indices = self.indices(nodes);
-                for (offset, node, clog) in
-                    faults::swizzle_steps(&mut self.swizzle_rng, &indices, *step)
-                {
-                    self.queue
-                        .push(offset.after(t), Action::SwizzleStep { node, clog });
-                }
-            }
-            Fault::Loss {
-                probability,
-                duration,
-            }
-            | Fault::Duplicate {
-                probability,
-                duration,
-            }
-            | Fault::Reorder {
-                probability,
-                duration,
-            } => {
-                self.switch
-                    .set_window(window_of(&fault), id, Some(*probability));
-                self.end_after(t, *duration, id, fault.clone());
-            }
-            Fault::Pause { duration, .. } => {
-                let i = node.expect("a node fault");
-                if self.nodes[i].state == NodeState::Running {
-                    self.nodes[i].state = NodeState::Paused;
-                    self.state_change(i, t, NodeChange::Paused);
-                    self.end_after(t, *duration, id, fault.clone());
-                }
-            }
-            Fault::Kill { restart_after, .. } => {
-                let i = node.expect("a node fault");
-                if self.nodes[i].vm.is_some() && self.nodes[i].state != NodeState::Killed {
-                    self.nodes[i].flush_line(t, &mut self.pending);
-                    self.take_down(i, t, true)?;
-                    self.nodes[i].state = NodeState::Killed;
-                    self.state_change(i, t, NodeChange::Killed);
-                    if let Some(d) = restart_after {
-                        self.end_after(t, *d, id, fault.clone());
-                    }
-                }
-            }
-            Fault::Restart { .. } => self.restart(t, node.expect("a node fault"))?,
-            Fault::ClockStep { delta, .. } => {
-                let i = node.expect("a node fault");
-                self.nodes[i].wall_steps_ns += delta.as_nanos();
-                if let Some(vm) = self.nodes[i].vm.as_mut() {
-                    vm.step_wall_clock(delta.as_nanos());
-                    let step = HostMessage::StepClock {
-                        delta_ns: delta.as_nanos(),
-                    };
-                    if let (Some(console), Ok(bytes)) =
-                        (vm.virtio().console_mut(), encode_host(&step))
-                    {
-                        console.push_input(&bytes);
-                    }
-                }
-            }
-            Fault::ClockSkew { ppm, duration, .. } => {
-                let i = node.expect("a node fault");
-                self.nodes[i].clock.rebase(t, *ppm);
-                if let Some(d) = duration {
-                    self.end_after(t, *d, id, fault.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn unclog(&mut self, t: VirtualTime, nodes: &[String]) {
-        for i in self.indices(nodes) {
-            for held in self.switch.unclog(i) {
-                // Judged again now: it may meet a partition or loss on its way.
-                self.route_again(t, held);
-            }
-        }
-    }
-
-    fn route_again(&mut self, t: VirtualTime, held: HeldFrame) {
-        let HeldFrame { from, to, frame } = held;
-        match self.switch.route(t, from, to) {
-            Verdict::Deliver { at, duplicate } => {
-                self.record(
-                    DecisionKind::WorldDeliver,
-                    to,
-                    at,
-                    from as u64,
-                    frame.len() as u64,
-                );
-                if let Some(again) = duplicate {
-                    self.queue.push(
-                        again,
-                        Action::Deliver {
-                            from,
-                            to,
-                            frame: frame.clone(),
-                        },
-                    );
-                }
-                self.queue.push(at, Action::Deliver { from, to, frame });
-            }
-            Verdict::Hold => {
-                let _ = self.switch.hold(HeldFrame { from, to, frame });
-            }
-            Verdict::Drop(reason) => {
-                let kind = EventKind::Frame {
-                    action: FrameAction::Dropped,
-                    src: self.nodes[from].name.clone(),
-                    dst: self.nodes[to].name.clone(),
-                    len: frame.len(),
-                    ethertype: frame
-                        .get(12..14)
-                        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
-                    reason: Some(reason),
-                };
-                self.drop_frame(t, from, &kind);
-            }
-        }
-    }
-
-    fn restart(&mut self, t: VirtualTime, i: usize) -> Result<(), WorldError> {
-        match self.nodes[i].state {
-            NodeState::Killed => {}
-            NodeState::Stopped => self.take_down(i, t, false)?,
-            NodeState::Running | NodeState::Paused => return Ok(()),
-        }
-        self.boot(i, t, NodeChange::Restarted)
-    }
-
-    fn end(&mut self, t: VirtualTime, id: u64, fault: Fault) -> Result<(), WorldError> {
-        let node = match &fault {
-            Fault::Pause { node, .. }
-            | Fault::Kill { node, .. }
-            | Fault::ClockSkew { node, .. } => Some(self.index_of(node)?),
-            _ => None,
-        };
-        self.fault_event(
-            t,
-            node,
-            EventKind::FaultHealed {
-                fault: fault.clone(),
-            },
-        );
-        match &fault {
-            Fault::Partition { .. } => self.switch.heal(Some(id)),
-            Fault::Clog { nodes, .. } => self.unclog(t, nodes),
-            Fault::Loss { .. } | Fault::Duplicate { .. } | Fault::Reorder { .. } => {
-                self.switch.set_window(window_of(&fault), id, None)
-            }
-            Fault::Pause { .. } => {
-                let i = node.expect("a node fault");
-                let n = &mut self.nodes[i];
-                if n.state == NodeState::Paused {
-                    n.state = NodeState::Running;
-                    // Its clocks kept running while it was stopped: timers fire late.
-                    if let Some(vm) = n.vm.as_mut() {
-                        vm.skip_to(n.clock.to_local(t));
-                    }
-                    self.state_change(i, t, NodeChange::Resumed);
-                }
-            }
-            Fault::Kill { .. } => self.restart(t, node.expect("a node fault"))?,
-            Fault::ClockSkew { .. } => self.nodes[node.expect("a node fault")].clock.rebase(t, 0),
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-fn window_of(fault: &Fault) -> Window {
-    match fault {
-        Fault::Duplicate { .. } => Window::Duplicate,
-        Fault::Reorder { .. } => Window::Reorder,
-        _ => Window::Loss,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::devices::ns_of_tick;
 use crate::devices::pit::PIT_HZ;
+use crate::persist::round_trip;
 
 const EPOCH_2038: i64 = 2_147_483_640;
 
@@ -379,8 +380,7 @@ fn state_round_trip() {
     p.set_irq(9, true);
     w32(&mut p, 0, 0, LAPIC_BASE + 0x300, 0x4_00F1); // self IPI
     p.pio_read(VirtualTime::ZERO, 0, 0x1234, &mut [0]);
-    let st = crate::devices::json_round_trip(&p.state());
-    let mut q = Platform::from_state(&st);
+    let Ok(mut q) = round_trip(&p, ());
     assert_eq!(q.state(), p.state());
     let t = VirtualTime(5_000_000);
     assert_eq!(q.next_deadline(t), p.next_deadline(t));

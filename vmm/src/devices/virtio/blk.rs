@@ -24,8 +24,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
+use super::device::{RestoreError, VirtioDevice, VirtioError, VirtioSetupError};
 use super::queue::{complete, next_request, Request};
-use super::{RestoreError, VirtioDevice, VirtioError, VirtioSetupError};
+use crate::persist::Persist;
 
 pub const SECTOR: u64 = 512;
 const QUEUE_SIZE: u16 = 128;
@@ -239,8 +240,16 @@ impl Block {
         }
         Outcome::status(VIRTIO_BLK_S_OK)
     }
+}
 
-    pub fn state(&self) -> BlockState {
+/// The disk's own state is its writes on top of the image; the image file is the host
+/// resource, opened again from the configuration.
+impl Persist for Block {
+    type State = BlockState;
+    type Resources<'a> = &'a BlockConfig;
+    type Error = RestoreError;
+
+    fn state(&self) -> BlockState {
         let dump = |m: &BTreeMap<u64, Box<[u8]>>| m.iter().map(|(s, d)| (*s, d.to_vec())).collect();
         BlockState {
             capacity: self.capacity,
@@ -250,9 +259,11 @@ impl Block {
         }
     }
 
-    /// Applies `state` to this freshly opened disk (same image, same configuration).
-    pub fn restore(mut self, state: &BlockState) -> Result<Self, RestoreError> {
-        if state.capacity != self.capacity || state.read_only != self.read_only {
+    /// Opens the disk image of `config` again (the one the snapshotted disk was opened
+    /// from) and puts back the writes of `state` on top of it.
+    fn restore(config: &BlockConfig, state: &BlockState) -> Result<Self, RestoreError> {
+        let mut disk = Block::open(config)?;
+        if state.capacity != disk.capacity || state.read_only != disk.read_only {
             return Err(RestoreError::Invalid(
                 "disk size or mode differs from the snapshot",
             ));
@@ -270,9 +281,9 @@ impl Block {
                 })
                 .collect()
         };
-        self.pending = load(&state.pending)?;
-        self.flushed = load(&state.flushed)?;
-        Ok(self)
+        disk.pending = load(&state.pending)?;
+        disk.flushed = load(&state.flushed)?;
+        Ok(disk)
     }
 }
 

@@ -8,6 +8,7 @@
 //! at the driver's notify.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
+use super::device::{VirtioDevice, VirtioError};
 use super::queue::{complete, next_request, unpop};
-use super::{VirtioDevice, VirtioError};
+use crate::persist::Persist;
 
 const RX: usize = 0;
 const TX: usize = 1;
@@ -56,20 +58,6 @@ impl Console {
         self.input.len()
     }
 
-    pub fn state(&self) -> ConsoleState {
-        ConsoleState {
-            input: self.input.iter().copied().collect(),
-            output: self.output.clone(),
-        }
-    }
-
-    pub fn restore(state: &ConsoleState) -> Self {
-        Console {
-            input: state.input.iter().copied().collect(),
-            output: state.output.clone(),
-        }
-    }
-
     fn deliver(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, VirtioError> {
         let mut used = false;
         while !self.input.is_empty() {
@@ -107,6 +95,26 @@ impl Console {
             used = true;
         }
         Ok(used)
+    }
+}
+
+impl Persist for Console {
+    type State = ConsoleState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> ConsoleState {
+        ConsoleState {
+            input: self.input.iter().copied().collect(),
+            output: self.output.clone(),
+        }
+    }
+
+    fn restore((): (), state: &ConsoleState) -> Result<Self, Infallible> {
+        Ok(Console {
+            input: state.input.iter().copied().collect(),
+            output: state.output.clone(),
+        })
     }
 }
 
@@ -152,8 +160,8 @@ impl VirtioDevice for Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::json_round_trip;
     use crate::devices::virtio::testing::{Driver, WRITE};
+    use crate::persist::round_trip;
 
     #[test]
     fn guest_output_reaches_the_host() {
@@ -221,7 +229,7 @@ mod tests {
         let mut c = Console::new();
         c.push_input(b"in");
         c.output.extend(b"out");
-        let r = Console::restore(&json_round_trip(&c.state()));
+        let Ok(r) = round_trip(&c, ());
         assert_eq!(r.state(), c.state());
     }
 }

@@ -19,8 +19,9 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+use super::device::{RestoreError, VirtioDevice, VirtioError};
 use super::queue::QueueSnapshot;
-use super::{RestoreError, VirtioDevice, VirtioError};
+use crate::persist::Persist;
 
 pub const MAGIC: u32 = 0x7472_6976; // "virt"
 pub const VERSION: u32 = 2;
@@ -310,8 +311,16 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
         self.status = 0;
         self.broken = None;
     }
+}
 
-    pub fn state(&self) -> MmioState {
+/// The transport's registers and queues; the device behind it is restored first and
+/// handed in.
+impl<D: VirtioDevice> Persist for VirtioMmioDevice<D> {
+    type State = MmioState;
+    type Resources<'a> = D;
+    type Error = RestoreError;
+
+    fn state(&self) -> MmioState {
         MmioState {
             device_features_sel: self.device_features_sel,
             driver_features_sel: self.driver_features_sel,
@@ -326,7 +335,7 @@ impl<D: VirtioDevice> VirtioMmioDevice<D> {
     }
 
     /// Rebuilds the transport around `device` (already restored) from `state`.
-    pub fn restore(device: D, state: &MmioState) -> Result<Self, RestoreError> {
+    fn restore(device: D, state: &MmioState) -> Result<Self, RestoreError> {
         let max_sizes = device.queue_max_sizes();
         if state.queues.len() != max_sizes.len()
             || state

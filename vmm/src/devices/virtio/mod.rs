@@ -11,6 +11,7 @@
 
 pub mod blk;
 pub mod console;
+mod device;
 pub mod mmio;
 pub mod net;
 pub mod queue;
@@ -20,94 +21,18 @@ pub(crate) mod testing;
 #[doc(hidden)]
 pub mod torture;
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use crate::layout;
+use crate::persist::Persist;
 pub use blk::{Block, BlockConfig};
 pub use console::Console;
+pub use device::{RestoreError, VirtioDevice, VirtioError, VirtioSetupError};
 pub use mmio::{MmioState, VirtioMmioDevice};
 pub use net::Net;
 pub use rng::Rng;
-
-/// What a device does; the transport does the rest.
-pub trait VirtioDevice {
-    /// The virtio device ID (1 net, 2 block, 3 console, 4 entropy).
-    fn device_id(&self) -> u32;
-    /// Maximum size of each queue (powers of two).
-    fn queue_max_sizes(&self) -> &'static [u16];
-    /// Device feature bits (VIRTIO_F_VERSION_1 is added by the transport).
-    fn features(&self) -> u64;
-    /// Reads device config space; bytes past its end read as zero.
-    fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Config space writes; our devices' config is read-only.
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    /// The driver notified queue `index`. Returns whether buffers were used (interrupt).
-    fn process_queue(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        queues: &mut [Queue],
-        index: usize,
-    ) -> Result<bool, VirtioError>;
-    /// Host-side input to deliver at an exit. Returns whether buffers were used.
-    fn poll(&mut self, _mem: &GuestMemoryMmap, _queues: &mut [Queue]) -> Result<bool, VirtioError> {
-        Ok(false)
-    }
-    /// The driver reset the device.
-    fn reset(&mut self) {}
-}
-
-/// A guest mistake that stops the device (DEVICE_NEEDS_RESET). Mistakes the device
-/// can answer (a bad block request) get an error status instead.
-#[derive(Debug, thiserror::Error)]
-pub enum VirtioError {
-    #[error("a queue's rings are outside guest RAM")]
-    QueueOutsideRam,
-    #[error("virtqueue: {0}")]
-    Queue(virtio_queue::Error),
-    #[error("descriptor chain: {0}")]
-    Chain(virtio_queue::Error),
-    #[error("head index {head} is outside a queue of {size}")]
-    HeadIndex { head: u16, size: u16 },
-    #[error("guest memory: {0}")]
-    Memory(String),
-    #[error("malformed request: {0}")]
-    Malformed(&'static str),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VirtioSetupError {
-    #[error("more than {max} virtio devices: no GSI left for {what}")]
-    TooManyDevices { max: usize, what: &'static str },
-    #[error("cannot open disk image {path}: {source} (check the path and its permissions)")]
-    DiskImage {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("the snapshot's queues do not match the device")]
-    QueueLayout,
-    #[error("the snapshot holds an invalid queue: {0}")]
-    Queue(virtio_queue::Error),
-    #[error("the snapshot has {saved} virtio devices, the configuration {configured}")]
-    DeviceCount { saved: usize, configured: usize },
-    #[error("snapshot device {index} is a {saved}, the configuration says {configured}")]
-    DeviceKind {
-        index: usize,
-        saved: &'static str,
-        configured: &'static str,
-    },
-    #[error("snapshot device state is invalid: {0}")]
-    Invalid(&'static str),
-    #[error(transparent)]
-    Setup(#[from] VirtioSetupError),
-}
 
 /// A device in a VM's configuration (virtio-rng is always present, first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +64,26 @@ macro_rules! each {
     };
 }
 
+impl VirtioDeviceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VirtioDeviceConfig::Console => "console",
+            VirtioDeviceConfig::Block(_) => "block",
+            VirtioDeviceConfig::Net { .. } => "net",
+        }
+    }
+}
+
 impl AnyDevice {
+    /// A device as at power-on (a disk opens its image).
+    pub fn from_config(config: &VirtioDeviceConfig) -> Result<Self, VirtioSetupError> {
+        Ok(match config {
+            VirtioDeviceConfig::Console => Console::new().into(),
+            VirtioDeviceConfig::Block(b) => Block::open(b)?.into(),
+            VirtioDeviceConfig::Net { mac } => Net::new(*mac).into(),
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             AnyDevice::Rng(_) => "rng",
@@ -272,11 +216,7 @@ impl VirtioDevices {
     ) -> Result<Vec<AnyDevice>, VirtioSetupError> {
         let mut out = vec![AnyDevice::Rng(Rng::from_seed(seed))];
         for config in configs {
-            out.push(match config {
-                VirtioDeviceConfig::Console => Console::new().into(),
-                VirtioDeviceConfig::Block(b) => Block::open(b)?.into(),
-                VirtioDeviceConfig::Net { mac } => Net::new(*mac).into(),
-            });
+            out.push(AnyDevice::from_config(config)?);
         }
         Ok(out)
     }
@@ -416,11 +356,14 @@ impl VirtioDevices {
         configs: &[VirtioDeviceConfig],
     ) -> Result<Self, RestoreError> {
         let mut devices = VirtioDevices::new();
-        for (index, fresh) in Self::build(seed, configs)?.into_iter().enumerate() {
-            let old = self.slots.get(index).map(|s| s.transport.device());
-            let device = match (fresh, old) {
-                (AnyDevice::Block(b), Some(AnyDevice::Block(o))) => b.restore(&o.state())?.into(),
-                (fresh, _) => fresh,
+        devices.add(Rng::from_seed(seed))?;
+        for (index, config) in configs.iter().enumerate() {
+            let old = self.slots.get(index + 1).map(|s| s.transport.device());
+            let device = match (config, old) {
+                (VirtioDeviceConfig::Block(c), Some(AnyDevice::Block(o))) => {
+                    Block::restore(c, &o.state())?.into()
+                }
+                (config, _) => AnyDevice::from_config(config)?,
             };
             devices.add(device)?;
         }
@@ -444,8 +387,16 @@ impl VirtioDevices {
             }
         }
     }
+}
 
-    pub fn state(&self) -> VirtioDevicesState {
+/// The devices' and transports' states; the disk images and the configuration come back
+/// as resources. The virtio-rng's stream is in its state, so no seed is needed.
+impl Persist for VirtioDevices {
+    type State = VirtioDevicesState;
+    type Resources<'a> = &'a [VirtioDeviceConfig];
+    type Error = RestoreError;
+
+    fn state(&self) -> VirtioDevicesState {
         VirtioDevicesState {
             devices: self
                 .slots
@@ -456,43 +407,61 @@ impl VirtioDevices {
         }
     }
 
-    /// Rebuilds the devices of `configs` (host resources such as disk images are
-    /// reopened from there) with the state of `state`.
-    pub fn restore(
-        seed: u64,
+    /// The devices of `configs` (after the virtio-rng every VM has), with the state of
+    /// `state`; disk images are reopened from `configs`.
+    fn restore(
         configs: &[VirtioDeviceConfig],
         state: &VirtioDevicesState,
     ) -> Result<Self, RestoreError> {
-        let fresh = Self::build(seed, configs)?;
-        if fresh.len() != state.devices.len() || state.driven.len() != fresh.len() {
+        let configured = configs.len() + 1;
+        if state.devices.len() != configured || state.driven.len() != configured {
             return Err(RestoreError::DeviceCount {
                 saved: state.devices.len(),
-                configured: fresh.len(),
+                configured,
             });
         }
         let mut devices = VirtioDevices::new();
-        for (index, (device, (mmio, saved))) in fresh.into_iter().zip(&state.devices).enumerate() {
-            let device = match (device, saved) {
-                (AnyDevice::Rng(_), DeviceState::Rng(s)) => Rng::restore(s).into(),
-                (AnyDevice::Console(_), DeviceState::Console(s)) => Console::restore(s).into(),
-                (AnyDevice::Block(b), DeviceState::Block(s)) => b.restore(s)?.into(),
-                (AnyDevice::Net(_), DeviceState::Net(s)) => Net::restore(s).into(),
-                (d, s) => {
-                    return Err(RestoreError::DeviceKind {
-                        index,
-                        saved: s.kind(),
-                        configured: d.kind(),
-                    })
-                }
-            };
+        for (index, ((mmio, saved), &driven)) in state.devices.iter().zip(&state.driven).enumerate()
+        {
+            let config = index.checked_sub(1).and_then(|i| configs.get(i));
+            let device = restore_device(index, config, saved)?;
             devices.push(VirtioMmioDevice::restore(device, mmio)?)?;
-            if let (Some(slot), Some(&driven)) = (devices.slots.last_mut(), state.driven.get(index))
-            {
+            if let Some(slot) = devices.slots.last_mut() {
                 slot.driven = driven;
             }
         }
         Ok(devices)
     }
+}
+
+/// Device `index` from its saved state; `config` is `None` for the virtio-rng.
+fn restore_device(
+    index: usize,
+    config: Option<&VirtioDeviceConfig>,
+    saved: &DeviceState,
+) -> Result<AnyDevice, RestoreError> {
+    Ok(match (config, saved) {
+        (None, DeviceState::Rng(s)) => {
+            let Ok(rng) = Rng::restore((), s);
+            rng.into()
+        }
+        (Some(VirtioDeviceConfig::Console), DeviceState::Console(s)) => {
+            let Ok(console) = Console::restore((), s);
+            console.into()
+        }
+        (Some(VirtioDeviceConfig::Block(c)), DeviceState::Block(s)) => Block::restore(c, s)?.into(),
+        (Some(VirtioDeviceConfig::Net { .. }), DeviceState::Net(s)) => {
+            let Ok(net) = Net::restore((), s);
+            net.into()
+        }
+        (config, s) => {
+            return Err(RestoreError::DeviceKind {
+                index,
+                saved: s.kind(),
+                configured: config.map_or("rng", VirtioDeviceConfig::kind),
+            })
+        }
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! mergeable buffers, so every frame is one chain behind the 12-byte modern header.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
+use super::device::{VirtioDevice, VirtioError};
 use super::queue::{complete, next_request, unpop};
-use super::{VirtioDevice, VirtioError};
+use crate::persist::Persist;
 
 const RX: usize = 0;
 const TX: usize = 1;
@@ -84,24 +86,6 @@ impl Net {
         &self.stats
     }
 
-    pub fn state(&self) -> NetState {
-        NetState {
-            mac: self.mac,
-            tx: self.tx.clone(),
-            rx: self.rx.iter().cloned().collect(),
-            stats: self.stats.clone(),
-        }
-    }
-
-    pub fn restore(state: &NetState) -> Self {
-        Net {
-            mac: state.mac,
-            tx: state.tx.clone(),
-            rx: state.rx.iter().cloned().collect(),
-            stats: state.stats.clone(),
-        }
-    }
-
     fn deliver(&mut self, mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<bool, VirtioError> {
         let mut used = false;
         while let Some(frame) = self.rx.front() {
@@ -155,6 +139,30 @@ impl Net {
     }
 }
 
+impl Persist for Net {
+    type State = NetState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> NetState {
+        NetState {
+            mac: self.mac,
+            tx: self.tx.clone(),
+            rx: self.rx.iter().cloned().collect(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    fn restore((): (), state: &NetState) -> Result<Self, Infallible> {
+        Ok(Net {
+            mac: state.mac,
+            tx: state.tx.clone(),
+            rx: state.rx.iter().cloned().collect(),
+            stats: state.stats.clone(),
+        })
+    }
+}
+
 impl VirtioDevice for Net {
     fn device_id(&self) -> u32 {
         VIRTIO_ID_NET
@@ -200,8 +208,8 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::json_round_trip;
     use crate::devices::virtio::testing::{Driver, WRITE};
+    use crate::persist::round_trip;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
@@ -285,7 +293,7 @@ mod tests {
         let mut n = Net::new(MAC);
         n.push_rx_frame(vec![1, 2, 3]);
         n.tx.push(vec![4, 5]);
-        let r = Net::restore(&json_round_trip(&n.state()));
+        let Ok(r) = round_trip(&n, ());
         assert_eq!(r.state(), n.state());
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
-use super::VirtioError;
+use super::device::VirtioError;
 
 /// One request popped from a queue: the device-readable bytes, the device-writable
 /// bytes, and the head index to return on the used ring.

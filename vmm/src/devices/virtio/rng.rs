@@ -2,6 +2,7 @@
 //! the driver posts is filled from a ChaCha20 stream derived from the world seed
 //! (`vm/virtio-rng`), so guest /dev/random follows the seed.
 
+use std::convert::Infallible;
 use std::io::Write;
 
 use rand_chacha::rand_core::{Rng as _, SeedableRng};
@@ -11,8 +12,9 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
+use super::device::{VirtioDevice, VirtioError};
 use super::queue::{complete, next_request};
-use super::{VirtioDevice, VirtioError};
+use crate::persist::Persist;
 use crate::seed;
 
 /// Most bytes handed out per request: bounds the work a guest can ask of one notify
@@ -40,8 +42,14 @@ impl Rng {
             stream: Box::new(seed::stream(seed, "vm/virtio-rng")),
         }
     }
+}
 
-    pub fn state(&self) -> RngState {
+impl Persist for Rng {
+    type State = RngState;
+    type Resources<'a> = ();
+    type Error = Infallible;
+
+    fn state(&self) -> RngState {
         let pos = self.stream.get_word_pos();
         RngState {
             key: self.stream.get_seed(),
@@ -50,12 +58,12 @@ impl Rng {
         }
     }
 
-    pub fn restore(state: &RngState) -> Self {
+    fn restore((): (), state: &RngState) -> Result<Self, Infallible> {
         let mut stream = ChaCha20Rng::from_seed(state.key);
         stream.set_word_pos(u128::from(state.word_pos_lo) | (u128::from(state.word_pos_hi) << 64));
-        Rng {
+        Ok(Rng {
             stream: Box::new(stream),
-        }
+        })
     }
 }
 
@@ -167,7 +175,7 @@ mod tests {
         let mut a = Rng::from_seed(9);
         let mut skip = [0u8; 37];
         a.stream.fill_bytes(&mut skip);
-        let mut b = Rng::restore(&crate::devices::json_round_trip(&a.state()));
+        let Ok(mut b) = crate::persist::round_trip(&a, ());
         let (mut x, mut y) = ([0u8; 64], [0u8; 64]);
         a.stream.fill_bytes(&mut x);
         b.stream.fill_bytes(&mut y);

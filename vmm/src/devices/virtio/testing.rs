@@ -9,8 +9,8 @@ use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::device::VirtioDevice;
 use super::mmio::VirtioMmioDevice;
-use super::VirtioDevice;
 
 pub const WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
 pub const MEM_SIZE: u64 = 4 << 20;

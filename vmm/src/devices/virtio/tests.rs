@@ -8,7 +8,7 @@ use vm_memory::GuestAddress;
 use super::blk::DiskBacking;
 use super::testing::{memory, WRITE};
 use super::*;
-use crate::devices::json_round_trip;
+use crate::persist::{round_trip, Persist};
 
 const BASE: u64 = 0xD000_0000;
 
@@ -152,20 +152,20 @@ fn state_round_trip_with_the_same_configuration() {
     let mut devs = VirtioDevices::from_config(7, &configs()).unwrap();
     devs.console_mut().unwrap().push_input(b"queued");
     devs.net_mut().unwrap().push_rx_frame(vec![1; 60]);
-    let state = json_round_trip(&devs.state());
-    let restored = VirtioDevices::restore(7, &configs(), &state).unwrap();
+    let restored = round_trip(&devs, &configs()).unwrap();
+    let state = devs.state();
     assert_eq!(restored.state(), state);
     assert_eq!(restored.cmdline_fragment(), devs.cmdline_fragment());
     // A different configuration does not fit the snapshot.
     let fewer = &configs()[..2];
     assert!(matches!(
-        VirtioDevices::restore(7, fewer, &state),
+        VirtioDevices::restore(fewer, &state),
         Err(RestoreError::DeviceCount { .. })
     ));
     let mut swapped = configs();
     swapped.swap(0, 2);
     assert!(matches!(
-        VirtioDevices::restore(7, &swapped, &state),
+        VirtioDevices::restore(&swapped, &state),
         Err(RestoreError::DeviceKind { .. })
     ));
 }
@@ -182,7 +182,7 @@ fn power_cycle_keeps_disk_contents_and_resets_the_rest() {
     let VirtioDeviceConfig::Block(cfg) = &configs()[1] else {
         unreachable!()
     };
-    *devs.device_mut(2).unwrap() = Block::open(cfg).unwrap().restore(&state).unwrap().into();
+    *devs.device_mut(2).unwrap() = Block::restore(cfg, &state).unwrap().into();
     devs.console_mut().unwrap().push_input(b"queued");
     devs.net_mut().unwrap().push_rx_frame(vec![0; 60]);
 

@@ -15,7 +15,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::blk::{BlockConfig, DiskBacking};
 use super::mmio::VirtioMmioDevice;
-use super::{AnyDevice, Block, Console, Net, Rng, VirtioDevice};
+use super::{AnyDevice, Console, Rng, VirtioDevice, VirtioDeviceConfig};
+use crate::persist::Persist;
 
 /// Guest RAM for a run: two regions with a hole between them.
 const LOW: (u64, usize) = (0, 0x1_0000);
@@ -43,22 +44,33 @@ impl Kind {
         Kind::Net,
     ];
 
-    fn build(self) -> AnyDevice {
+    /// The device's configuration; `None` for the virtio-rng, which has none.
+    fn config(self) -> Option<VirtioDeviceConfig> {
         let disk = |read_only| {
-            let config = BlockConfig {
+            VirtioDeviceConfig::Block(BlockConfig {
                 backing: DiskBacking::Zeroed { bytes: 64 * 512 },
                 read_only,
                 id: "fuzz".into(),
-            };
-            // A zeroed disk opens no file, so this cannot fail.
-            Block::open(&config).map(AnyDevice::Block).ok()
+            })
         };
         match self {
-            Kind::Rng => AnyDevice::Rng(Rng::from_seed(1)),
-            Kind::Console => AnyDevice::Console(Console::new()),
-            Kind::Block => disk(false).unwrap_or(AnyDevice::Console(Console::new())),
-            Kind::ReadOnlyBlock => disk(true).unwrap_or(AnyDevice::Console(Console::new())),
-            Kind::Net => AnyDevice::Net(Net::new([2, 0, 0, 0, 0, 1])),
+            Kind::Rng => None,
+            Kind::Console => Some(VirtioDeviceConfig::Console),
+            Kind::Block => Some(disk(false)),
+            Kind::ReadOnlyBlock => Some(disk(true)),
+            Kind::Net => Some(VirtioDeviceConfig::Net {
+                mac: [2, 0, 0, 0, 0, 1],
+            }),
+        }
+    }
+
+    fn build(self) -> AnyDevice {
+        match self.config() {
+            None => AnyDevice::Rng(Rng::from_seed(1)),
+            // A zeroed disk opens no file, so this cannot fail.
+            Some(config) => {
+                AnyDevice::from_config(&config).unwrap_or(AnyDevice::Console(Console::new()))
+            }
         }
     }
 }
@@ -307,18 +319,11 @@ impl Run {
 
     fn snapshot_round_trip(&mut self, kind: Kind) {
         let state = self.dev.state();
-        let device = match (kind.build(), self.dev.device().state()) {
-            (AnyDevice::Block(b), super::DeviceState::Block(s)) => {
-                b.restore(&s).ok().map(AnyDevice::Block)
-            }
-            (_, super::DeviceState::Rng(s)) => Some(AnyDevice::Rng(Rng::restore(&s))),
-            (_, super::DeviceState::Console(s)) => Some(AnyDevice::Console(Console::restore(&s))),
-            (_, super::DeviceState::Net(s)) => Some(AnyDevice::Net(Net::restore(&s))),
-            _ => None,
-        };
-        let restored = device.and_then(|d| VirtioMmioDevice::restore(d, &state).ok());
+        let config = kind.config();
+        let restored = super::restore_device(0, config.as_ref(), &self.dev.device().state())
+            .and_then(|device| VirtioMmioDevice::restore(device, &state));
         match restored {
-            Some(dev) if dev.state() == state => self.dev = dev,
+            Ok(dev) if dev.state() == state => self.dev = dev,
             // Our own snapshot must always restore, to the same state.
             _ => panic!("{kind:?}: snapshot did not restore to the same state"),
         }

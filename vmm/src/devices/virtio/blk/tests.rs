@@ -4,8 +4,8 @@ use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_DEVICE_FEATURES, VIRTIO_MMIO_DEVICE_FEATURES_SEL};
 
 use super::*;
-use crate::devices::json_round_trip;
 use crate::devices::virtio::testing::{Driver, WRITE};
+use crate::persist::round_trip;
 
 /// A 64-sector image whose sector `i` is filled with byte `i`.
 fn image() -> tempfile::NamedTempFile {
@@ -230,16 +230,12 @@ fn state_round_trip_keeps_both_overlays() {
     write(&mut d, 1, &[0xAA; 512]);
     flush(&mut d);
     write(&mut d, 2, &[0xBB; 512]);
-    let state = json_round_trip(&d.device().state());
     let config = |read_only| BlockConfig {
         backing: DiskBacking::File(f.path().to_owned()),
         read_only,
         id: "x".into(),
     };
-    let mut restored = Block::open(&config(false))
-        .unwrap()
-        .restore(&state)
-        .unwrap();
+    let mut restored = round_trip(d.device(), &config(false)).unwrap();
     assert_eq!(restored.state(), d.device().state());
     restored.crash();
     let mut buf = [0u8; 1024];
@@ -247,5 +243,6 @@ fn state_round_trip_keeps_both_overlays() {
     assert_eq!(buf[..512], [0xAA; 512]);
     assert_eq!(buf[512..], [2; 512]);
     // A snapshot of a writable disk does not fit a read-only one.
-    assert!(Block::open(&config(true)).unwrap().restore(&state).is_err());
+    let state = d.device().state();
+    assert!(Block::restore(&config(true), &state).is_err());
 }

@@ -5,9 +5,9 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 
 use super::*;
-use crate::devices::json_round_trip;
 use crate::devices::virtio::testing::{Driver, MEM_SIZE, QUEUE_SIZE, WRITE};
 use crate::devices::virtio::{Console, Rng};
+use crate::persist::{round_trip, Persist};
 
 const NEXT: u16 = VRING_DESC_F_NEXT as u16;
 const FEATURES_OK: u32 = VIRTIO_CONFIG_S_FEATURES_OK;
@@ -248,8 +248,8 @@ fn state_round_trip_resumes_the_queues() {
     d.submit(0, &[(buf, 8, WRITE)]);
     d.notify(0);
     d.pop_used(0);
-    let state = json_round_trip(&d.dev.state());
-    let restored = VirtioMmioDevice::restore(Rng::from_seed(3), &state).unwrap();
+    let restored = round_trip(&d.dev, Rng::from_seed(3)).unwrap();
+    let state = d.dev.state();
     assert_eq!(restored.state(), state);
     d.dev = restored;
     d.submit(0, &[(buf, 8, WRITE)]);

@@ -12,8 +12,8 @@
 //! child's folder), `STAT` (zstd of the JSON `WorldState`), one `MEM ` per node with a
 //! VM: node index u32 | RAM size u64 | page count u64 | page numbers u64 each (strictly
 //! increasing) | zstd of the pages' bytes. A full file holds every non-zero page; a child
-//! only the pages that differ from its parent's (for a node whose RAM is not the
-//! parent's, every non-zero page). `APP ` (optional, zstd): bytes of the program that
+//! only the pages that differ from its parent's, except for a node that booted again
+//! since the parent (its `boots` differ): every non-zero page, read over zeroes. `APP ` (optional, zstd): bytes of the program that
 //! drives the world (detvm run's orchestrator state), covered by the same checksum.
 //! The checksum is verified before anything is parsed,
 //! so a corrupted or truncated file is refused before any of it is used.
@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{MemoryImage, SnapshotError};
+use super::{WorldSnapshot, WorldState};
+use crate::clock::VirtualTime;
 use crate::memory::{frozen_image, PAGE};
-use crate::world::snapshot::{WorldSnapshot, WorldState};
-use crate::world::WorldConfig;
+use crate::snapshot::{MemoryImage, SnapshotError};
+use crate::world::config::WorldConfig;
 
 const MAGIC: &[u8; 8] = b"DETVMSNP";
 pub const VERSION: u32 = 1;
@@ -56,7 +57,7 @@ pub fn save(
 }
 
 /// [`save`], plus `app`: the driving program's own state, stored in the `APP ` section
-/// and read back with [`load_app`].
+/// and read back with [`load_with_app`].
 pub fn save_with_app(
     snap: &WorldSnapshot,
     path: &Path,
@@ -82,11 +83,22 @@ pub fn save_with_app(
     let mut total_pages = 0;
     for (node, image) in snap.memory.iter().enumerate() {
         let Some(image) = image else { continue };
+        // The reader lays a node's pages over the parent's RAM only when the node is on
+        // the same boot in both (see `world_of`); a node that booted again is written whole.
+        let same_boot = |p: &WorldSnapshot| {
+            let boots = |s: &WorldState| s.nodes.get(node).map(|n| n.boots);
+            boots(&p.state) == boots(&snap.state)
+        };
         let base = parent
-            .and_then(|(_, p)| p.memory.get(node)?.as_ref())
-            .filter(|p| Arc::ptr_eq(&p.base, &image.base) && p.size == image.size);
+            .map(|(_, p)| p)
+            .filter(|p| same_boot(p))
+            .and_then(|p| p.memory.get(node)?.as_ref())
+            .filter(|p| p.size == image.size);
         let (numbers, bytes) = match base {
-            Some(parent_image) => changed_pages(image, parent_image)?,
+            Some(parent_image) if Arc::ptr_eq(&parent_image.base, &image.base) => {
+                changed_pages(image, parent_image)?
+            }
+            Some(parent_image) => differing_pages(image, parent_image)?,
             None => nonzero_pages(image)?,
         };
         total_pages += numbers.len() as u64;
@@ -131,7 +143,28 @@ pub fn save_with_app(
 /// Reads a snapshot file (and, for a child, its parents) into a World snapshot whose
 /// host resources come from `config` (the configuration the world was built from).
 pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, SnapshotError> {
+    load_with_app(path, config).map(|(world, _)| world)
+}
+
+/// [`load`], plus the `APP ` section written by [`save_with_app`] (`None` when the file
+/// has none). Each file is read, and its checksum verified, once.
+pub fn load_with_app(
+    path: &Path,
+    config: &WorldConfig,
+) -> Result<(WorldSnapshot, Option<Vec<u8>>), SnapshotError> {
     let parsed = Parsed::read(path)?;
+    let world = world_of(&parsed, path, config)?;
+    let app = parsed.sections(b"APP ").next();
+    let app = app.map(|a| decompress(a, path, "APP ")).transpose()?;
+    Ok((world, app))
+}
+
+/// The World snapshot held by the file at `path`, already read and verified as `parsed`.
+fn world_of(
+    parsed: &Parsed,
+    path: &Path,
+    config: &WorldConfig,
+) -> Result<WorldSnapshot, SnapshotError> {
     let state: WorldState =
         serde_json::from_slice(&decompress(parsed.section(b"STAT", path)?, path, "STAT")?)
             .map_err(|e| file_err(path, format!("section STAT: {e}")))?;
@@ -154,8 +187,8 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
             let name = std::str::from_utf8(&p[32..])
                 .map_err(|_| file_err(path, "section PRNT: the parent name is not UTF-8"))?;
             let parent_path = path.with_file_name(name);
-            let sum = checksum_of_file(&parent_path)?;
-            if sum[..] != p[..32] {
+            let parent = Parsed::read(&parent_path)?;
+            if parent.checksum[..] != p[..32] {
                 return Err(file_err(
                     path,
                     format!(
@@ -164,12 +197,22 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
                     ),
                 ));
             }
-            Some(load(&parent_path, config)?)
+            Some(world_of(&parent, &parent_path, config)?)
         }
+    };
+    // A child holds, for a node still on the parent's boot, the pages that changed since
+    // the parent; for a node that booted again in between (its RAM is new), every page:
+    // that one must not be laid over the parent's RAM of the earlier boot.
+    let boots = |s: &WorldState, node: usize| s.nodes.get(node).map(|n| n.boots);
+    let base = |node: usize| {
+        parent
+            .as_ref()
+            .filter(|p| boots(&p.state, node) == boots(&state, node))
+            .and_then(|p| p.memory.get(node)?.as_ref())
     };
     let mut memory: Vec<Option<MemoryImage>> = vec![None; state.nodes.len()];
     for m in parsed.sections(b"MEM ") {
-        let (node, image) = read_memory(m, path, parent.as_ref())?;
+        let (node, image) = read_memory(m, path, base)?;
         let slot = memory
             .get_mut(node)
             .ok_or_else(|| file_err(path, format!("section MEM names node {node}")))?;
@@ -188,14 +231,6 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
         memory,
         configs,
     })
-}
-
-/// The `APP ` section of a snapshot file (after verifying the whole file's checksum);
-/// `None` when the file has none.
-pub fn load_app(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
-    let parsed = Parsed::read(path)?;
-    let app = parsed.sections(b"APP ").next();
-    app.map(|a| decompress(a, path, "APP ")).transpose()
 }
 
 /// The file's own checksum (its last 32 bytes), after verifying it.
@@ -296,12 +331,12 @@ impl Parsed {
     }
 }
 
-/// One `MEM ` section as a memory image: on top of the parent's image for a child whose
-/// parent has that node's RAM of the same size, else on zeroes.
-fn read_memory(
+/// One `MEM ` section as a memory image: on top of `base(node)` (the parent's image of
+/// the same boot of that node) when it has the same size, else on zeroes.
+fn read_memory<'a>(
     m: &[u8],
     path: &Path,
-    parent: Option<&WorldSnapshot>,
+    base: impl Fn(usize) -> Option<&'a MemoryImage>,
 ) -> Result<(usize, MemoryImage), SnapshotError> {
     let bad = |what: String| file_err(path, format!("section MEM: {what}"));
     if m.len() < 20 {
@@ -337,9 +372,7 @@ fn read_memory(
         )));
     }
     let pages = numbers.iter().zip(bytes.chunks_exact(PAGE as usize));
-    let on_parent = parent
-        .and_then(|p| p.memory.get(node)?.clone())
-        .filter(|p| p.size == size);
+    let on_parent = base(node).filter(|p| p.size == size).cloned();
     let image = match on_parent {
         // A child: the parent's image with these pages on top.
         Some(p) => {
@@ -400,6 +433,26 @@ fn changed_pages(
     Ok((numbers, bytes))
 }
 
+/// Every page of `image` that differs from `parent`'s, for images on different bases (a
+/// parent snapshot not taken from the same run of the world): all pages are compared.
+fn differing_pages(
+    image: &MemoryImage,
+    parent: &MemoryImage,
+) -> Result<(Vec<u64>, Vec<u8>), SnapshotError> {
+    let mut numbers = Vec::new();
+    let mut bytes = Vec::new();
+    let (mut old, mut new) = (vec![0u8; PAGE as usize], vec![0u8; PAGE as usize]);
+    for n in 0..image.page_count() {
+        parent.read_page(n, &mut old)?;
+        image.read_page(n, &mut new)?;
+        if old != new {
+            numbers.push(n);
+            bytes.extend_from_slice(&new);
+        }
+    }
+    Ok((numbers, bytes))
+}
+
 fn compress(data: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
     zstd::bulk::compress(data, LEVEL).map_err(|e| io_err(path, e))
 }
@@ -428,13 +481,131 @@ fn io_err(path: &Path, source: std::io::Error) -> SnapshotError {
 }
 
 /// The file name of the snapshot of a run at `at`, e.g. `snapshot-000001500000000.dsnap`.
-pub fn file_name_at(at: crate::clock::VirtualTime) -> PathBuf {
+pub fn file_name_at(at: VirtualTime) -> PathBuf {
     PathBuf::from(format!("snapshot-{:015}.dsnap", at.as_nanos()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TimeModel;
+    use crate::devices::platform::{Platform, PlatformConfig};
+    use crate::devices::virtio::VirtioDevices;
+    use crate::machine::{Stats, VmConfig};
+    use crate::persist::Persist;
+    use crate::seed::{self, StreamState};
+    use crate::snapshot::VmState;
+    use crate::trace::TraceHash;
+    use crate::world::clock_map::ClockMap;
+    use crate::world::snapshot::NodeSnapshot;
+    use crate::world::switch::Switch;
+    use crate::world::{FaultPlan, NetworkConfig, NodeConfig, NodeState, WorldStats};
+
+    const RAM: u64 = 1 << 20;
+
+    /// Guest RAM whose page `n` is filled with `byte`, for each (n, byte).
+    fn ram(pages: &[(u64, u8)]) -> MemoryImage {
+        let bytes: Vec<(u64, Vec<u8>)> = pages
+            .iter()
+            .map(|&(n, b)| (n, vec![b; PAGE as usize]))
+            .collect();
+        let base = frozen_image(RAM, bytes.iter().map(|(n, b)| (*n, b.as_slice()))).unwrap();
+        MemoryImage {
+            size: RAM,
+            base: Arc::new(base),
+            pages: Arc::new(Vec::new()),
+        }
+    }
+
+    fn config() -> WorldConfig {
+        WorldConfig {
+            seed: 1,
+            nodes: vec![NodeConfig {
+                name: "a".into(),
+                vm: VmConfig::new("/nonexistent/vmlinux".into()),
+            }],
+            network: NetworkConfig::default(),
+            faults: FaultPlan::default(),
+        }
+    }
+
+    /// A world of one node `a` on boot number `boots`, with `memory` as its RAM.
+    fn world(boots: u32, memory: MemoryImage) -> WorldSnapshot {
+        let stream = || StreamState::of(&seed::stream(1, "test"));
+        let platform = Platform::new(PlatformConfig {
+            vcpus: 1,
+            rtc_epoch_unix_secs: 0,
+        });
+        let vm = VmState {
+            memory_size: RAM,
+            vcpus: Vec::new(),
+            cpu_state: Vec::new(),
+            platform: platform.state(),
+            virtio: VirtioDevices::new().state(),
+            now: VirtualTime::ZERO,
+            time: TimeModel::default(),
+            max_quantum: 1,
+            quantum_rng: stream(),
+            trace: TraceHash::new(1000),
+            stats: Stats::default(),
+            next_cpu: 0,
+            seed: 0,
+        };
+        let node = NodeSnapshot {
+            name: "a".into(),
+            vm: Some(vm),
+            state: NodeState::Running,
+            clock: ClockMap::starting_at(VirtualTime::ZERO),
+            boots,
+            carried: None,
+            carried_seed: 0,
+            past_traces: Vec::new(),
+            wall_steps_ns: 0,
+            serial_line: Vec::new(),
+            agent_buffer: Vec::new(),
+        };
+        WorldSnapshot {
+            state: WorldState {
+                seed: 1,
+                now: VirtualTime::ZERO,
+                nodes: vec![node],
+                switch: Switch::new(1, NetworkConfig::default()).state(),
+                queue: Vec::new(),
+                next_seq: 0,
+                plan: FaultPlan::default(),
+                trace: TraceHash::new(1000),
+                next_fault_id: 0,
+                swizzle_rng: stream(),
+                pending: Vec::new(),
+                stats: WorldStats::default(),
+            },
+            memory: vec![Some(memory)],
+            configs: WorldSnapshot::node_configs(&config()),
+        }
+    }
+
+    /// A child file holds a node's RAM as it is in the child, whether the node booted
+    /// again since the parent (fresh RAM) or not (same boot, RAM on another base): no
+    /// page of the parent's RAM shows through where the child's page is zero.
+    #[test]
+    fn a_child_file_reads_back_the_childs_ram() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = world(0, ram(&[(3, 0xaa), (4, 0xcc)]));
+        let full = dir.path().join("full.dsnap");
+        save(&parent, &full, None).unwrap();
+        for boots in [0, 1] {
+            let child = world(boots, ram(&[(4, 0xcc), (5, 0xbb)]));
+            let path = dir.path().join(format!("child-{boots}.dsnap"));
+            save(&child, &path, Some((&full, &parent))).unwrap();
+            let loaded = load(&path, &config()).unwrap();
+            let image = loaded.memory[0].as_ref().unwrap();
+            let mut page = vec![0u8; PAGE as usize];
+            for (n, byte) in [(3, 0), (4, 0xcc), (5, 0xbb), (6, 0)] {
+                image.read_page(n, &mut page).unwrap();
+                assert!(page.iter().all(|&b| b == byte), "boots {boots}, page {n}");
+            }
+        }
+    }
 
     /// A well-formed file with one `STAT` section holding `payload`.
     fn file_bytes(payload: &[u8]) -> Vec<u8> {

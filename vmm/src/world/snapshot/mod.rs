@@ -2,7 +2,10 @@
 //! the switch with its held frames, the event queue (frames in flight, planned faults,
 //! host input), clock maps, every RNG position, fault ids, agent decoders and the events
 //! not yet reported. `World::restore` continues it exactly; `World::fork` with a branch
-//! continues it with new randomness. See docs/snapshots.md.
+//! continues it with new randomness. [`file`] writes and reads it on disk. See
+//! docs/snapshots.md.
+
+pub mod file;
 
 use detvm_protocol::frame::Decoder;
 use serde::{Deserialize, Serialize};
@@ -15,6 +18,7 @@ use super::{Action, FaultPlan, NodeState, World, WorldConfig, WorldEvent, WorldS
 use crate::clock::VirtualTime;
 use crate::devices::virtio::{VirtioDevices, VirtioDevicesState};
 use crate::machine::{Vm, VmConfig};
+use crate::persist::Persist;
 use crate::seed::{self, StreamState};
 use crate::snapshot::{MemoryImage, SnapshotError, VmSnapshot, VmState};
 use crate::trace::TraceHash;
@@ -56,7 +60,8 @@ pub struct NodeSnapshot {
     pub boots: u32,
     /// Devices kept across a kill for the next boot.
     pub carried: Option<VirtioDevicesState>,
-    /// The seed the carried devices were built with.
+    /// The seed the carried devices were built with (a restore does not need it: their
+    /// states hold their streams).
     pub carried_seed: u64,
     pub past_traces: Vec<u64>,
     #[serde(default)]
@@ -192,11 +197,7 @@ impl World {
         vm: Option<Vm>,
     ) -> Result<Node, SnapshotError> {
         let carried = match &n.carried {
-            Some(state) => Some(VirtioDevices::restore(
-                n.carried_seed,
-                &config.devices,
-                state,
-            )?),
+            Some(state) => Some(VirtioDevices::restore(&config.devices, state)?),
             None => None,
         };
         let mut agent = Decoder::new();
