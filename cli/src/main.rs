@@ -4,6 +4,7 @@
 mod boot_cmd;
 mod doctor_cmd;
 mod exit;
+mod explore_cmd;
 mod image_cmd;
 mod progress;
 mod report;
@@ -47,6 +48,12 @@ enum Command {
     Replay(crate::run_cmd::ReplayArgs),
     /// List the runs in the run store (.detvm/runs.db).
     Runs,
+    /// Explore a compose system: boot once, then branch a tree of timelines from
+    /// snapshots with new randomness and faults, guided by novelty (docs/explore.md).
+    /// Exit 0 when no property failed in any timeline, 1 when one did.
+    Explore(crate::explore_cmd::ExploreArgs),
+    /// List the campaigns in the run store.
+    Campaigns,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
         Command::Check(args) => crate::run_cmd::check(args),
         Command::Replay(args) => crate::run_cmd::replay(args),
         Command::Runs => crate::run_cmd::list(),
+        Command::Explore(args) => crate::explore_cmd::explore(args),
+        Command::Campaigns => crate::explore_cmd::list(),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

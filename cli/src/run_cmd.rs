@@ -57,7 +57,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// The moment, `RUN@VTIME` (e.g. `r3c9a51e2f0@12.5s`), as `detvm run` prints it.
+    /// The moment, `RUN@VTIME` (e.g. `r3c9a51e2f0@12.5s`) as `detvm run` prints it, or a
+    /// campaign's timeline `C/T@VTIME` (e.g. `c3f1a2b4c5d/T7@9.2s`) as `detvm explore` does.
     pub moment: explorer::moment::Moment,
     /// Boot the run again instead of starting from its nearest snapshot.
     #[arg(long)]
@@ -250,7 +251,11 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         from_start: args.from_start,
     };
     let mut terminal = Terminal::new("detvm replay", None);
-    let summary = run::replay::replay(&opts, &mut terminal);
+    let summary = if opts.moment.run.contains('/') {
+        explorer::campaign::replay::replay(&opts.home, &opts.moment, &mut terminal)
+    } else {
+        run::replay::replay(&opts, &mut terminal)
+    };
     terminal.done();
     let summary = match summary {
         Ok(s) => s,

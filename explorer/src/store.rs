@@ -385,7 +385,7 @@ impl RunStore {
 
 /// `r` + 10 hex digits from the seed, the host clock and the process id: unique per
 /// invocation (the id is metadata; nothing inside the simulation sees it).
-fn new_run_id(seed: u64) -> String {
+pub(crate) fn new_run_id(seed: u64) -> String {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
     seed.hash(&mut h);

@@ -4,7 +4,7 @@
 //! built on [`Session`].
 
 pub mod check;
-mod inputs;
+pub mod inputs;
 mod journal;
 pub mod prepare;
 pub mod replay;
