@@ -354,21 +354,29 @@ fn check() {
     for w in lost.iter().take(20) {
         eprintln!(
             "LOST {}: acknowledged by {} in epoch {} as entry {} at driver uptime {}s; not in the final log of {leader}",
-            w[0],
-            w.get(1).map_or("?", |s| s.as_str()),
-            w.get(2).map_or("?", |s| s.as_str()),
-            w.get(3).map_or("?", |s| s.as_str()),
-            w.get(4).map_or("?", |s| s.as_str()),
+            w[0], w[1], w[2], w[3], w[4]
         );
     }
-    let details: Vec<String> = lost.iter().take(5).map(|w| w.join(" ")).collect();
+    let details: Vec<serde_json::Value> = lost
+        .iter()
+        .take(5)
+        .map(|w| {
+            json!({
+                "value": w[0],
+                "acknowledged_by": w[1],
+                "epoch": w[2],
+                "entry": w[3],
+                "driver_uptime_s": w[4],
+            })
+        })
+        .collect();
     assert_always!(
         lost.is_empty(),
         "every acknowledged write is in the final log",
         &json!({
             "lost": lost.len(),
             "acknowledged": acked.len(),
-            "first_lost (value node epoch index uptime)": details,
+            "first_lost": details,
             "final": { "node": leader, "epoch": logs[leader].0, "entries": final_log.len() },
         })
     );
