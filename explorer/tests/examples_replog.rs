@@ -54,7 +54,10 @@ fn replog_kill_inside_the_replication_window_loses_acknowledged_writes() {
     // cluster recovered: the other properties hold.
     let details = &durable["first_failure"]["details"];
     assert!(details["lost"].as_u64() > Some(0), "{details:#}");
-    assert_eq!(details["first_lost"][0]["acknowledged_by"], "log1", "{details:#}");
+    assert_eq!(
+        details["first_lost"][0]["acknowledged_by"], "log1",
+        "{details:#}"
+    );
     assert_eq!(details["first_lost"][0]["epoch"], "1", "{details:#}");
     assert_eq!(property(&report, CONVERGED)["status"], "passed", "{t}");
     assert!(
