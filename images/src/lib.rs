@@ -19,6 +19,7 @@ mod errors;
 mod image;
 mod import;
 pub mod oci;
+pub mod progress;
 mod rootfs;
 mod source;
 mod store;

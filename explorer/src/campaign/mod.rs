@@ -79,6 +79,8 @@ pub struct PropertySummary {
     pub id: String,
     pub message: String,
     pub kind: String,
+    /// A `sometimes` or `reachable` property: some timeline must reach it.
+    pub must_hit: bool,
     /// Timelines where it held (or was reached), and where it failed.
     pub passing: u64,
     pub failing: u64,
@@ -500,6 +502,7 @@ fn summarize(
                     id: p.id.clone(),
                     message: p.message.clone(),
                     kind: p.kind.clone(),
+                    must_hit: p.must_hit,
                     passing: 0,
                     failing: 0,
                     examples: Vec::new(),
@@ -524,7 +527,7 @@ fn summarize(
     // A `sometimes` or `reachable` property no timeline reached, once some finished.
     let any_finished = timelines.iter().any(|t| t.finished);
     for s in by_id.values_mut() {
-        let unreached = s.kind != "always" && s.kind != "detvm" && s.passing == 0;
+        let unreached = s.must_hit && s.kind != "always" && s.kind != "detvm" && s.passing == 0;
         if any_finished && unreached && s.failing == 0 {
             s.status = Status::Failed;
         }

@@ -5,7 +5,7 @@
 use super::layer::{LayerBlob, LayerWriter};
 use super::BuildError;
 use crate::digest;
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -104,7 +104,11 @@ impl LayerWriter {
     /// Appends a whole host folder as the layer's root: owners, modes, times, symlinks, hard
     /// links, device nodes and xattrs as they are on disk, in sorted order. Symlinks are
     /// stored, never followed.
-    pub fn host_tree(&mut self, root: &Path, progress: &indicatif::ProgressBar) -> io::Result<()> {
+    pub fn host_tree(
+        &mut self,
+        root: &Path,
+        progress: &crate::progress::ProgressBar,
+    ) -> io::Result<()> {
         let mut links: HashMap<(u64, u64), String> = HashMap::new();
         self.walk(root, "", &mut links, progress)
     }
@@ -114,7 +118,7 @@ impl LayerWriter {
         dir: &Path,
         rel: &str,
         links: &mut HashMap<(u64, u64), String>,
-        progress: &indicatif::ProgressBar,
+        progress: &crate::progress::ProgressBar,
     ) -> io::Result<()> {
         let mut names: Vec<_> = std::fs::read_dir(dir)?
             .map(|e| e.map(|e| e.file_name()))
