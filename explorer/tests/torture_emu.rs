@@ -119,7 +119,12 @@ impl Reference {
         }
         let text = String::from_utf8_lossy(&console).into_owned();
         assert_eq!(moments.last().unwrap().outcome, Outcome::PowerOff, "{text}");
-        for line in ["TORTURE-END", "pages rounds=", "faults rounds=", "threads n="] {
+        for line in [
+            "TORTURE-END",
+            "pages rounds=",
+            "faults rounds=",
+            "threads n=",
+        ] {
             assert!(text.contains(line), "no `{line}` in:\n{text}");
         }
         assert!(text.contains("locked=1200 racy="), "{text}");
@@ -149,7 +154,13 @@ impl Reference {
     fn check_window(&self, seed: u64, first: usize, steps: usize) {
         let mut config = self.config.clone();
         config.split_runs = Some(seed);
-        let at = |k: usize| if k == 0 { 0 } else { self.moments[k - 1].console_len };
+        let at = |k: usize| {
+            if k == 0 {
+                0
+            } else {
+                self.moments[k - 1].console_len
+            }
+        };
         let mut vm = Vm::restore(&config, &self.snapshots[first]).expect("restore");
         let mut console = self.console[..at(first)].to_vec();
         let last = (first + steps).min(self.moments.len());

@@ -41,11 +41,13 @@ pub(super) unsafe extern "C" fn on_invalid(_uc: *mut uc_engine, user_data: *mut 
     true // handled: Unicorn goes on running
 }
 
-/// Consecutive exception deliveries without an instruction retiring that end the run
-/// with an error: a guest stuck in an exception loop (a handler whose first instruction
-/// faults, on an IST stack that never runs out) would otherwise never reach its budget.
-/// Real nesting is a few deep (#PF, then #DF, then shutdown).
-const MAX_DELIVERIES_STUCK: u32 = 1000;
+/// Consecutive exception deliveries without an instruction retiring after which the vCPU
+/// is reported as triple faulted: a guest stuck in an exception loop (a handler whose
+/// first instruction faults, on an IST stack that never runs out) would otherwise never
+/// reach its budget and hang the VMM; hardware would hang. Real nesting is a few deep
+/// (#PF, then #DF, then shutdown), and a loop on an ordinary stack runs off a stack of
+/// 4.8 MB (48 bytes a frame) first.
+const MAX_DELIVERIES_STUCK: u32 = 100_000;
 
 /// Delivers `cs->exception_index` (set by QEMU when it raised the exception).
 fn deliver_exception(st: &mut HookState, vector: u8) {
@@ -78,11 +80,7 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     if st.committed == st.stuck_at {
         st.deliveries_stuck += 1;
         if st.deliveries_stuck >= MAX_DELIVERIES_STUCK {
-            st.request_stop(Stop::Error(format!(
-                "{MAX_DELIVERIES_STUCK} exceptions in a row without an instruction retiring \
-                 (vector {vector} at {pc:#x}): the guest is stuck in an exception loop"
-            )));
-            return;
+            return st.request_stop(Stop::TripleFault);
         }
     } else {
         st.stuck_at = st.committed;
