@@ -210,6 +210,15 @@ static void (*const cases[])(void) = {
 	case_rdtsc,	  case_rdrand,	    case_self_modify,
 };
 
+static const char *const case_names[] = {
+	"int3", "ud2", "hlt", "cli", "int81", "icebp", "into", "null", "noncanonical", "divide",
+	"readonly", "misaligned_sse", "single_step", "fetch_guard", "cross_page", "rdtsc",
+	"rdrand", "self_modify",
+};
+
+_Static_assert(sizeof(case_names) == sizeof(cases) / sizeof(cases[0]) * sizeof(char *),
+	       "one name per case");
+
 static int faults(int rounds)
 {
 	struct sigaction sa;
@@ -231,7 +240,7 @@ static int faults(int rounds)
 	size_t n = sizeof(cases) / sizeof(cases[0]);
 	/* volatile: live across sigsetjmp */
 	volatile uint64_t h = 1469598103934665603ULL;
-	static int seen[32];
+	static int seen[32], first[32];
 	for (volatile int r = 0; r < rounds; r++) {
 		for (volatile size_t c = 0; c < n; c++) {
 			last_signal = 0;
@@ -239,11 +248,17 @@ static int faults(int rounds)
 				cases[c]();
 			h = fnv(h, (uint64_t)(c << 8 | (unsigned)last_signal));
 			seen[last_signal & 31]++;
+			if (r == 0)
+				first[c] = last_signal;
 		}
 	}
 	printf("faults rounds=%d segv=%d ill=%d trap=%d fpe=%d bus=%d none=%d hash=%016llx\n",
 	       rounds, seen[SIGSEGV], seen[SIGILL], seen[SIGTRAP], seen[SIGFPE], seen[SIGBUS],
 	       seen[0], (unsigned long long)h);
+	printf("faults signals");
+	for (size_t c = 0; c < n; c++)
+		printf(" %s=%d", case_names[c], first[c]);
+	printf("\n");
 	return 0;
 }
 
