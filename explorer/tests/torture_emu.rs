@@ -6,9 +6,9 @@
 //! The guest runs fork/exec-heavy shell loops (busybox), a page-fault-heavy program (mmap,
 //! first touch, fork and copy-on-write, brk), threads (a mutex, racy counters, munmap while
 //! other CPUs run) and user-mode exceptions of every kind (images/guest-probe/torture.c),
-//! on 1 and 2 vCPUs. The reference run is snapshotted at every step; each torture seed
-//! restores one step and runs the next few with split runs, so many seeds fit in a CI
-//! test. One seed per vCPU count also runs the whole boot split. Many more seeds:
+//! on 1 and 2 vCPUs. The reference run is snapshotted before every 20 ms step; each
+//! torture seed restores one of them and runs that step with split runs, so many seeds fit
+//! in a CI test. One seed per vCPU count also runs the whole boot split. Many more seeds:
 //! `scripts/torture-emu.sh` (docs/determinism.md).
 #![cfg(feature = "emu")]
 
@@ -24,8 +24,8 @@ use vmm::snapshot::VmSnapshot;
 
 /// Virtual time between the reference run's snapshots.
 const STEP_NS: u64 = 20_000_000;
-/// Steps one torture seed runs split from its snapshot.
-const WINDOW_STEPS: usize = 2;
+/// Steps one torture seed runs split from its snapshot (longer windows cost seeds).
+const WINDOW_STEPS: usize = 1;
 const MAX_STEPS: usize = 2_000;
 
 const INIT: &str = "#!/bin/sh

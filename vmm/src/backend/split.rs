@@ -54,7 +54,7 @@ pub fn run_split(
 /// piece of a run (where the core may just have injected an interrupt) is often short.
 fn piece_budget(seed: u64, cpu: usize, retired: u64, first: bool) -> u64 {
     let at = mix(mix(seed, cpu as u64), retired);
-    if first && at % 2 == 0 {
+    if first && at.is_multiple_of(2) {
         return 1 + (at >> 8) % 4;
     }
     match mix(mix(seed, cpu as u64 ^ 0x5354), retired / STRETCH) % 16 {
