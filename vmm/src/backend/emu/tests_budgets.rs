@@ -355,3 +355,70 @@ fn interrupt_injected_at_every_boundary() {
     // clear: 6..=10) or after CLI (16, 17); the HLT after the second STI (14) can be woken.
     assert_eq!(injected, [2, 3, 5, 11, 12, 14, 15]);
 }
+
+/// Stops the run at the `stop_at`-th port write (counted from 1), once.
+struct StopOnce {
+    writes: usize,
+    stop_at: usize,
+}
+
+impl crate::vcpu::GuestIo for StopOnce {
+    fn pio_read(&mut self, _: u64, _: u16, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn pio_write(&mut self, _: u64, _: u16, _: &[u8]) -> crate::vcpu::IoFlow {
+        self.writes += 1;
+        if self.writes == self.stop_at {
+            crate::vcpu::IoFlow::Stop
+        } else {
+            crate::vcpu::IoFlow::Continue
+        }
+    }
+    fn mmio_read(&mut self, _: u64, _: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn mmio_write(&mut self, _: u64, _: u64, _: &[u8]) -> crate::vcpu::IoFlow {
+        crate::vcpu::IoFlow::Continue
+    }
+    fn rdtsc(&mut self, _: u64) -> u64 {
+        0
+    }
+}
+
+/// An I/O stop inside a REP OUTSB puts a one-instruction replay block in the jump cache,
+/// which the block hook cannot tell from QEMU's self-modifying-code restart by its size;
+/// the same REP entered again from the block before it must still count exactly (QEMU runs
+/// a REP once more to find ECX 0, and that lookup refreshes the jump cache).
+#[test]
+fn io_stop_inside_rep_outs_then_the_same_rep_again() {
+    let code = [
+        0xbb, 3, 0, 0, 0, //       mov ebx, 3
+        0xba, 0x80, 0, 0, 0, //    mov edx, 0x80
+        0xbe, 0, 0x90, 0, 0, //    mov esi, 0x9000
+        0xb9, 2, 0, 0, 0, //       l: mov ecx, 2
+        0xf3, 0x6e, //             rep outsb
+        0xff, 0xcb, //             dec ebx
+        0x75, 0xf5, //             jnz l
+        0xf4,
+    ];
+    let count = |stop_at: usize| {
+        let mut g = guest(&code);
+        let mut io = StopOnce { writes: 0, stop_at };
+        loop {
+            match g.vcpu.run(&mut io, 1000).unwrap() {
+                VcpuExit::Halted => break,
+                VcpuExit::IoStop => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(io.writes, 6);
+        (g.vcpu.instructions_retired(), g.vcpu.regs().unwrap().rip)
+    };
+    // 3 moves, then 3 times: MOV ECX, the REP (QEMU runs it once per iteration and once
+    // more to find ECX 0), DEC, JNZ; then HLT.
+    let want = (3 + 3 * (1 + 3 + 2) + 1, CODE + code.len() as u64);
+    assert_eq!(count(0), want, "no stop");
+    for stop_at in 1..=6 {
+        assert_eq!(count(stop_at), want, "a stop at write {stop_at}");
+    }
+}
