@@ -80,6 +80,7 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     if st.committed == st.stuck_at {
         st.deliveries_stuck += 1;
         if st.deliveries_stuck >= MAX_DELIVERIES_STUCK {
+            st.stop = Some(Stop::TripleFault);
             return st.request_stop(Stop::TripleFault);
         }
     } else {
