@@ -224,6 +224,25 @@ fn double_fault_from_a_fault_while_delivering() {
 }
 
 #[test]
+fn double_fault_from_a_page_fault_while_delivering_a_page_fault() {
+    // nop; nop; mov [0x400000], eax (#PF; its IST stack is unmapped: #PF again, then #DF)
+    let mut code = vec![0x90, 0x90];
+    code.extend_from_slice(&STORE);
+    code.push(0xf4);
+    let t = assert_every_budget_agrees(|| {
+        let mut g = guest(&code);
+        g.ram.set_gate(14, stub(14), 1, 0, false);
+        g.ram.write_u64(TSS + 0x24, 0x40_1000); // IST1
+        (g, Recorder::default())
+    });
+    assert_eq!(t.regs.rip, stub(8) + 1);
+    assert_eq!(
+        t.cr2, 0x40_0ff8,
+        "the second #PF: the push of the first's frame"
+    );
+}
+
+#[test]
 fn fault_in_the_middle_of_rep_stos() {
     let code = [
         0xbf, 0xc0, 0xff, 0x1f, 0, // mov edi, 0x1fffc0 (64 bytes before unmapped memory)
