@@ -49,6 +49,10 @@ pub struct VmConfig {
     pub trace_every: u64,
     /// virtio devices after the always-present virtio-rng, in command-line order.
     pub devices: Vec<VirtioDeviceConfig>,
+    /// Exactness torture (tests only): each vCPU run is executed as shorter runs whose
+    /// budgets are drawn from this seed ([`backend::split`]). On an exact backend this
+    /// changes nothing the guest or the trace can see.
+    pub split_runs: Option<u64>,
 }
 
 impl VmConfig {
@@ -67,6 +71,7 @@ impl VmConfig {
             max_quantum: 200_000,
             trace_every: 10_000,
             devices: Vec::new(),
+            split_runs: None,
         }
     }
 }
@@ -417,7 +422,12 @@ impl Vm {
             ns_per_insn: self.time.ns_per_instruction,
             event: PlatformEvent::None,
         };
-        let exit = self.vcpus[cpu].run(&mut bridge, budget).map_err(fail)?;
+        let vcpu = &mut *self.vcpus[cpu];
+        let exit = match self.config.split_runs {
+            None => vcpu.run(&mut bridge, budget),
+            Some(seed) => backend::split::run_split(vcpu, &mut bridge, budget, seed, cpu),
+        }
+        .map_err(fail)?;
         let event = bridge.event;
         let retired = self.vcpus[cpu].instructions_retired() - start;
         self.now = self

@@ -55,6 +55,11 @@ pub fn probe_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
 /// An initramfs holding static busybox (applets in /bin) with `init_script` as /init,
 /// built by `images/guest-probe/build-busybox-initramfs.sh` and cached by the script's hash.
 pub fn busybox_initramfs(init_script: &str) -> PathBuf {
+    busybox_initramfs_with(init_script, &[])
+}
+
+/// As [`busybox_initramfs`], with each of `programs` (static binaries) in /bin too.
+pub fn busybox_initramfs_with(init_script: &str, programs: &[PathBuf]) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     init_script.hash(&mut h);
@@ -71,7 +76,11 @@ pub fn busybox_initramfs(init_script: &str) -> PathBuf {
         std::fs::write(&tmp, init_script).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     }
-    let out = Command::new(repo_root().join("images/guest-probe/build-busybox-initramfs.sh"))
+    let mut build = Command::new(repo_root().join("images/guest-probe/build-busybox-initramfs.sh"));
+    for program in programs {
+        build.arg("--add").arg(program);
+    }
+    let out = build
         .arg(&path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run build-busybox-initramfs.sh: {e}"));

@@ -3,6 +3,7 @@
 #[cfg(feature = "emu")]
 pub mod emu;
 pub mod kvm;
+pub mod split;
 
 use crate::memory::GuestRam;
 use crate::vcpu::{Vcpu, VcpuError};

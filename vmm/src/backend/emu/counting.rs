@@ -9,6 +9,13 @@
 //! run stops before it and resumes with a block limited to the remaining count
 //! (`cflags_next_tb`), so the budget ends exactly; only that last block is shortened.
 //!
+//! A count-limited block may retire nothing: when its first instruction faults, the
+//! exception is delivered and the handler's first block may again be longer than the
+//! budget left, so the run stops at the handler's entry with the same count and runs a
+//! second limited block there. That is progress (an exception was delivered), not a limit
+//! QEMU ignored; the only place a limit can be ignored is the first block of the limited
+//! run, which is checked right there (docs/notes-emu-exception-budget.md).
+//!
 //! REP-prefixed string instructions count once per iteration, as QEMU's icount does.
 
 use std::any::Any;
@@ -44,8 +51,11 @@ pub(super) enum Mode {
     Replay {
         started: bool,
     },
+    /// Deliver external interrupt `vector` before the instruction at RIP. `cr2` is CR2
+    /// before the run, restored if fetching that instruction faulted first.
     Inject {
         vector: u8,
+        cr2: u64,
     },
 }
 
@@ -105,6 +115,10 @@ pub(super) struct HookState {
     pub replay_pos: usize,
     /// A panic from the core's `GuestIo`, re-raised once `uc_emu_start` has returned.
     pub panic: Option<Box<dyn Any + Send>>,
+    /// Exceptions delivered in a row while `committed` stayed at `stuck_at` (an exception
+    /// loop that retires nothing would otherwise never end the run).
+    pub deliveries_stuck: u32,
+    pub stuck_at: u64,
 }
 
 impl HookState {
@@ -125,6 +139,8 @@ impl HookState {
             log: Vec::new(),
             replay_pos: 0,
             panic: None,
+            deliveries_stuck: 0,
+            stuck_at: u64::MAX,
         }
     }
 
@@ -169,8 +185,9 @@ impl HookState {
         }
     }
 
-    /// The block hook: see the module documentation.
-    pub fn on_block_start(&mut self, pc: u64, size: u32) {
+    /// The block hook: see the module documentation. Returns the external interrupt to
+    /// deliver before this block runs (`Mode::Inject`); the caller delivers it.
+    pub fn on_block_start(&mut self, pc: u64, size: u32) -> Option<u8> {
         let forced = std::mem::take(&mut self.forced_cflags);
         let found = self.cpu.current_tb(pc, size, forced);
         if let Some(prev) = self.cur.take() {
@@ -187,21 +204,34 @@ impl HookState {
             self.committed += done as u64;
         }
         if self.stop.is_some() || self.cpu.exit_requested() {
-            return; // this block will not start
+            return None; // this block will not start
         }
         match self.mode {
-            Mode::Inject { vector } => return super::interrupts::inject_now(self, vector),
-            Mode::Replay { started: true } => return self.request_stop(Stop::IoStopDone),
+            Mode::Inject { vector, .. } => return Some(vector),
+            Mode::Replay { started: true } => {
+                self.request_stop(Stop::IoStopDone);
+                return None;
+            }
             Mode::Replay { started: false } => self.mode = Mode::Replay { started: true },
             Mode::Normal => {}
         }
         let Some(tb) = found else {
-            return self.request_stop(Stop::Error(format!(
+            self.request_stop(Stop::Error(format!(
                 "no translation block found for the block at {pc:#x} ({size} bytes): \
                  instruction counting lost track"
             )));
+            return None;
         };
         let icount = tb.icount();
+        let limit = forced & CF_COUNT_MASK;
+        if limit != 0 && icount > limit {
+            // The first block of a count-limited run: QEMU must have honoured the limit.
+            self.request_stop(Stop::Error(format!(
+                "a count-limited block did not shorten (cflags_next_tb): {icount} \
+                 instructions at {pc:#x}, limit {limit}"
+            )));
+            return None;
+        }
         let left = self.budget.saturating_sub(self.committed);
         if icount as u64 > left {
             let why = if left == 0 {
@@ -209,9 +239,11 @@ impl HookState {
             } else {
                 Stop::Partial(left as u32)
             };
-            return self.request_stop(why);
+            self.request_stop(why);
+            return None;
         }
         self.cur = Some(CurTb { tb, pc, icount });
+        None
     }
 
     /// Records a device access of instruction number `insn`, or, while replaying, returns

@@ -47,7 +47,9 @@ pub(super) unsafe extern "C" fn on_block(
 ) {
     // SAFETY: see `state`.
     let st = unsafe { state(user_data) };
-    st.on_block_start(address, size);
+    if let Some(vector) = st.on_block_start(address, size) {
+        super::interrupts::inject_now(st, vector);
+    }
 }
 
 /// Ends the run right at the I/O instruction at guest `pc`, which has already made its

@@ -234,6 +234,10 @@ impl Cpu {
     pub fn cr(&self, n: usize) -> u64 {
         self.env_u64(ENV_CR + 8 * n)
     }
+    /// Writes CR2 only (no side effects, unlike CR0/3/4).
+    pub fn set_cr2(&self, v: u64) {
+        self.set_env_u64(ENV_CR + 16, v)
+    }
     pub fn seg_base(&self, seg: usize) -> u64 {
         self.env_u64(ENV_SEGS + seg * SEG_SIZE + SEG_BASE)
     }

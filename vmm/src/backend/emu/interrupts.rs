@@ -7,6 +7,11 @@
 //! record after a successful delivery, so two #PF in a row stay two #PF. A fault while
 //! delivering re-enters QEMU's exception path, which promotes it to #DF, and a fault while
 //! delivering #DF to a shutdown that the run loop reports as a triple fault.
+//!
+//! An external interrupt is injected at an instruction boundary, before the next
+//! instruction is fetched. QEMU fetches (translates) before our block hook can deliver it,
+//! so a fetch that faults there is dropped and the interrupt taken instead, as hardware
+//! does; the fetch faults again when the handler returns.
 
 use std::ffi::c_void;
 
@@ -36,8 +41,22 @@ pub(super) unsafe extern "C" fn on_invalid(_uc: *mut uc_engine, user_data: *mut 
     true // handled: Unicorn goes on running
 }
 
+/// Consecutive exception deliveries without an instruction retiring after which the vCPU
+/// is reported as triple faulted: a guest stuck in an exception loop (a handler whose
+/// first instruction faults, on an IST stack that never runs out) would otherwise never
+/// reach its budget and hang the VMM; hardware would hang. Real nesting is a few deep
+/// (#PF, then #DF, then shutdown), and a loop on an ordinary stack runs off a stack of
+/// 4.8 MB (48 bytes a frame) first.
+const MAX_DELIVERIES_STUCK: u32 = 100_000;
+
 /// Delivers `cs->exception_index` (set by QEMU when it raised the exception).
 fn deliver_exception(st: &mut HookState, vector: u8) {
+    // A count limit QEMU spent on a block that faulted while it was translated does not
+    // carry over to the handler's block.
+    st.forced_cflags = 0;
+    if let Mode::Inject { vector: irq, cr2 } = st.mode {
+        return inject_instead_of_fetch_fault(st, irq, cr2);
+    }
     let cpu = st.cpu;
     let cs_base = cpu.seg_base(R_CS);
     let is_int = cpu.env_i32(ENV_EXCEPTION_IS_INT) != 0;
@@ -58,6 +77,16 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     };
     // A fault retires nothing; INT n retires once its delivery succeeded.
     st.cut_current_block_at(pc);
+    if st.committed == st.stuck_at {
+        st.deliveries_stuck += 1;
+        if st.deliveries_stuck >= MAX_DELIVERIES_STUCK {
+            st.stop = Some(Stop::TripleFault);
+            return st.request_stop(Stop::TripleFault);
+        }
+    } else {
+        st.stuck_at = st.committed;
+        st.deliveries_stuck = 1;
+    }
     if !tss_usable_for(st, vector) {
         st.stop = Some(Stop::TripleFault);
         st.request_stop(Stop::TripleFault);
@@ -91,6 +120,28 @@ pub(super) fn inject_now(st: &mut HookState, vector: u8) {
         internals::do_interrupt_x86_hardirq(env, vector as i32, 1);
         internals::cpu_loop_exit(cs)
     }
+}
+
+/// In `Mode::Inject`, an exception before the block hook ran comes from fetching the
+/// instruction at RIP: the interrupt is taken at this boundary first (see the module
+/// documentation). The fault has not happened: CR2 keeps its value and no exception is
+/// in delivery (else the fault on the handler's return would become a #DF); QEMU clears
+/// the exception index once this hook returns.
+fn inject_instead_of_fetch_fault(st: &mut HookState, vector: u8, cr2: u64) {
+    st.cpu.set_cr2(cr2);
+    st.cpu.set_old_exception(-1);
+    st.mode = Mode::Normal;
+    st.request_stop(Stop::Injected);
+    if !tss_usable_for(st, vector) {
+        st.stop = Some(Stop::TripleFault);
+        return;
+    }
+    let env = st.cpu.env;
+    st.commit_stores();
+    // LONGJMP: a fault while delivering is raised from here; only Copy values are alive.
+    // SAFETY: inside the CPU loop (an exception hook); such a fault is delivered by
+    // `on_interrupt` in `Mode::Normal`, then the stop requested above ends the run.
+    unsafe { internals::do_interrupt_x86_hardirq(env, vector as i32, 1) };
 }
 
 /// QEMU aborts the process when delivery needs a stack from a TSS that is not loaded; a

@@ -46,6 +46,8 @@ mod bench;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_budgets;
+#[cfg(test)]
 mod tests_smp;
 
 pub use selfcheck::verify as self_check;

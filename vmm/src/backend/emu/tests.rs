@@ -293,7 +293,7 @@ const TO_RING3: [u8; 21] = [
     0x48, 0xcf, //                   iretq
 ];
 
-fn ring3_guest(user: &[u8]) -> ProbeGuest {
+pub(super) fn ring3_guest(user: &[u8]) -> ProbeGuest {
     let mut g = guest(&TO_RING3);
     g.ram.write(0xa000, user);
     g
@@ -546,6 +546,79 @@ fn a_fault_consumes_no_budget() {
     assert_eq!(run(&mut g, &mut io, 1), VcpuExit::Halted);
     assert_eq!(g.vcpu.regs().unwrap().rip, stub(14) + 1);
     assert_eq!(g.vcpu.instructions_retired(), 3);
+}
+
+/// A budget that ends in an exception handler, where the count-limited block that leads
+/// there starts with the faulting instruction (issue 16: the retry at the handler's entry
+/// retires nothing of the fault and must still end exactly at the budget).
+#[test]
+fn budget_ends_in_the_handler_of_a_fault_at_a_limited_block_start() {
+    // mov eax, 1; mov [0x400000], eax (#PF); hlt
+    let mut g = guest(&[0xb8, 1, 0, 0, 0, 0x89, 0x04, 0x25, 0, 0, 0x40, 0, 0xf4]);
+    g.ram.write(0x9000, &[0x90, 0x90, 0x90, 0xf4]); // handler: nop; nop; nop; hlt
+    g.ram.set_gate(14, 0x9000, 0, 0, false);
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1), VcpuExit::BudgetExhausted);
+    assert_eq!(g.vcpu.regs().unwrap().rip, CODE + 5);
+    // The store faults (nothing retires), the #PF is delivered, and the handler's first
+    // NOP is the one instruction of this budget.
+    assert_eq!(run(&mut g, &mut io, 1), VcpuExit::BudgetExhausted);
+    assert_eq!(g.vcpu.instructions_retired(), 2);
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(r.rip, 0x9001);
+    assert_eq!(g.ram.read_u64(r.rsp + 8), CODE + 5, "#PF frame RIP");
+    assert_eq!(run(&mut g, &mut io, 2), VcpuExit::BudgetExhausted);
+    assert_eq!(g.vcpu.regs().unwrap().rip, 0x9003);
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    assert_eq!(g.vcpu.instructions_retired(), 5);
+}
+
+/// An interrupt that wakes a HLT whose next instruction cannot be fetched is taken first,
+/// as on hardware (interrupts are recognised at the instruction boundary, before the
+/// fetch): the #PF has not happened yet, CR2 is untouched, and it happens when the
+/// handler returns. (A run that reaches its budget or an I/O stop there has already
+/// taken that #PF: QEMU fetches the next block before the block hook sees it.)
+#[test]
+fn interrupt_injected_before_a_faulting_fetch_comes_first() {
+    let hlt_at = 0x20_0000 - 1; // the last byte of mapped memory
+                                // sti; mov eax, hlt_at; jmp rax
+    let mut g = guest(&[0xfb, 0xb8, 0xff, 0xff, 0x1f, 0, 0xff, 0xe0]);
+    g.ram.write(hlt_at, &[0xf4]);
+    g.ram.write(0x9000, &[0x48, 0xcf]); // interrupt handler: iretq
+    g.ram.set_gate(0x20, 0x9000, 0, 0, false);
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    let before = g.vcpu.regs().unwrap();
+    assert_eq!(before.rip, 0x20_0000);
+    g.vcpu.inject_interrupt(0x20).unwrap();
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(r.rip, 0x9000, "the interrupt handler, not the #PF stub");
+    assert_eq!(r.rsp, before.rsp - 40, "one frame: no #PF frame below it");
+    assert_eq!(g.ram.read_u64(r.rsp), 0x20_0000, "return RIP");
+    assert_eq!(g.vcpu.sregs().unwrap().cr2, 0, "no fault yet");
+    // IRETQ back to the unmapped RIP: now the fetch faults.
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    assert_eq!(g.vcpu.regs().unwrap().rip, stub(14) + 1);
+    assert_eq!(g.vcpu.sregs().unwrap().cr2, 0x20_0000);
+    // 3 to get there, HLT, IRETQ, the #PF stub's HLT.
+    assert_eq!(g.vcpu.instructions_retired(), 3 + 1 + 1 + 1);
+}
+
+/// A #PF handler on an IST stack whose first instruction faults again loops forever
+/// without retiring anything (hardware would hang): the vCPU is reported as triple
+/// faulted instead of the run never ending.
+#[test]
+fn an_exception_loop_that_retires_nothing_is_a_triple_fault() {
+    let load = [0x8b, 0x04, 0x25, 0, 0, 0x40, 0]; // mov eax, [0x400000] (#PF)
+    let mut g = guest(&load);
+    g.ram.write(0x9000, &load);
+    g.ram.set_gate(14, 0x9000, 1, 0, false);
+    let mut io = Recorder::default();
+    match run(&mut g, &mut io, 1000) {
+        VcpuExit::TripleFault { rip } => assert_eq!(rip, 0x9000),
+        other => panic!("expected a triple fault, got {other:?}"),
+    }
+    assert_eq!(g.vcpu.instructions_retired(), 0);
 }
 
 #[test]

@@ -139,8 +139,6 @@ impl EmuVcpu {
 fn run_loop(eng: &mut Engine) -> Result<VcpuExit, VcpuError> {
     let uc = eng.uc;
     let sp = eng.state_ptr();
-    // A count-limited rerun must make progress; if it does not, QEMU ignored the limit.
-    let mut last_partial_at = u64::MAX;
     loop {
         let (cpu, rip) = {
             // SAFETY: no emulation runs; this borrow ends before uc_emu_start.
@@ -173,16 +171,10 @@ fn run_loop(eng: &mut Engine) -> Result<VcpuExit, VcpuError> {
         }
         match st.stop.take() {
             Some(Stop::Budget) => return Ok(VcpuExit::BudgetExhausted),
-            Some(Stop::Partial(n)) => {
-                if st.committed == last_partial_at {
-                    return Err(backend_err(
-                        rip_now,
-                        "a count-limited block did not shorten (cflags_next_tb)",
-                    ));
-                }
-                last_partial_at = st.committed;
-                st.forced_cflags = n;
-            }
+            // The limited block may retire nothing (its first instruction faults) and the
+            // handler's block stop here again: see counting.rs. The block hook checks that
+            // the limit was honoured.
+            Some(Stop::Partial(n)) => st.forced_cflags = n,
             Some(Stop::IoStopRewound) => {
                 st.mode = Mode::Replay { started: false };
                 st.replay_pos = 0;
@@ -233,6 +225,8 @@ impl Vcpu for EmuVcpu {
         st.mode = Mode::Normal;
         st.log.clear();
         st.log_insn = u64::MAX;
+        st.deliveries_stuck = 0;
+        st.stuck_at = u64::MAX;
         let result = run_loop(eng);
         let st = eng.state_mut();
         st.io = None;
@@ -269,7 +263,10 @@ impl Vcpu for EmuVcpu {
         let (cpu, rip) = {
             // SAFETY: no emulation runs; the borrow ends before uc_emu_start.
             let st = unsafe { &mut *sp };
-            st.mode = Mode::Inject { vector };
+            st.mode = Mode::Inject {
+                vector,
+                cr2: st.cpu.cr(2),
+            };
             st.stop = None;
             st.cur = None;
             st.forced_cflags = 0;
