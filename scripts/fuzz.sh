@@ -42,7 +42,8 @@ for t in "${targets[@]}"; do
         failed=1
     fi
     mv -f fuzz-0.log "logs/$t.log" 2>/dev/null || true
-    grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|panicked' \
+    grep -E ' cov: ' "logs/$t.log" | tail -n 1 || true
+    grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|panicked' \
         "logs/$t.log" || true
     findings=$(find "artifacts/$t" -type f -newer "logs/$t.start")
     echo "corpus: $(find "corpus/$t" -type f | wc -l) files, $(du -sh "corpus/$t" | cut -f1)"

@@ -5,5 +5,5 @@ mod harness {
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    harness::run(data);
+    let _ = harness::run(data);
 });

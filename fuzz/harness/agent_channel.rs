@@ -13,10 +13,11 @@ use detvm_protocol::message::{
     MessageError,
 };
 
-pub fn run(data: &[u8]) -> bool {
+pub fn run(data: &[u8]) -> Result<(), String> {
     let Some((&piece, stream)) = data.split_first() else {
-        return false;
+        return Err("empty".into());
     };
+    let mut first_error = None;
     let (mut messages, mut errors) = (0, 0);
     let mut channel = AgentChannel::new();
     let mut decoder = Decoder::new();
@@ -28,7 +29,7 @@ pub fn run(data: &[u8]) -> bool {
                     messages += 1;
                 }
                 Err(e) => {
-                    let _ = e.to_string();
+                    first_error.get_or_insert(e.to_string());
                     errors += 1;
                 }
             }
@@ -41,9 +42,12 @@ pub fn run(data: &[u8]) -> bool {
             decoder.buffered().len()
         );
     }
-    let agent = decode_agent(stream).inspect(agent_round_trip).is_ok();
-    let host = decode_host(stream).inspect(host_round_trip).is_ok();
-    (messages > 0 && errors == 0) || agent || host
+    let agent = decode_agent(stream).inspect(agent_round_trip);
+    let host = decode_host(stream).inspect(host_round_trip);
+    if (messages > 0 && errors == 0) || agent.is_ok() || host.is_ok() {
+        return Ok(());
+    }
+    Err(first_error.unwrap_or_else(|| format!("no message; as a payload: {agent:?}")))
 }
 
 fn agent_round_trip(message: &AgentMessage) {

@@ -37,13 +37,15 @@ pub fn committed(target: &str) -> Vec<Input> {
 }
 
 /// Runs every committed input of `target` through `run` (the fuzz target's own code),
-/// which returns whether the input was accepted.
-pub fn replay(target: &str, run: impl Fn(&[u8]) -> bool) {
+/// which says whether the input was accepted or why not.
+pub fn replay(target: &str, run: impl Fn(&[u8]) -> Result<(), String>) {
     for input in committed(target) {
         println!("{target}: {}", input.name);
-        let accepted = run(&input.data);
+        let outcome = run(&input.data);
         if input.must_be_accepted() {
-            assert!(accepted, "{target}: seed {} is refused", input.name);
+            if let Err(e) = outcome {
+                panic!("{target}: seed {} is refused: {e}", input.name);
+            }
         }
     }
 }

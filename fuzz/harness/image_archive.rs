@@ -5,7 +5,7 @@
 
 use detvm_images::Store;
 
-pub fn run(data: &[u8]) -> bool {
+pub fn run(data: &[u8]) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let archive = dir.path().join("image.tar");
     std::fs::write(&archive, data).expect("writing the archive");
@@ -18,11 +18,8 @@ pub fn run(data: &[u8]) -> bool {
                 }
             }
             store.list().expect("the store lists what it imported");
-            true
+            Ok(())
         }
-        Err(e) => {
-            let _ = e.to_string();
-            false
-        }
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use vmm::snapshot::file;
 use vmm::world::{FaultPlan, NetworkConfig, WorldConfig};
 
-pub fn run(data: &[u8]) -> bool {
+pub fn run(data: &[u8]) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let path = dir.path().join("fuzz.dsnap");
     let mut bytes = data.to_vec();
@@ -23,5 +23,5 @@ pub fn run(data: &[u8]) -> bool {
     };
     let world = file::load(&path, &config).map_err(|e| e.to_string());
     let app = file::load_app(&path).map_err(|e| e.to_string());
-    world.is_ok() && app.is_ok()
+    world.and(app).map(|_| ())
 }
