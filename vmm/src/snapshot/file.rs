@@ -153,6 +153,14 @@ pub fn load(path: &Path, config: &WorldConfig) -> Result<WorldSnapshot, Snapshot
             }
             let name = std::str::from_utf8(&p[32..])
                 .map_err(|_| file_err(path, "section PRNT: the parent name is not UTF-8"))?;
+            // A file name in the child's folder, as `save` writes it: never a path that
+            // reads some other file (`/dev/zero`, `../x`).
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(file_err(
+                    path,
+                    format!("section PRNT: the parent {name:?} is not a file name in this folder"),
+                ));
+            }
             let parent_path = path.with_file_name(name);
             let sum = checksum_of_file(&parent_path)?;
             if sum[..] != p[..32] {
@@ -438,16 +446,7 @@ mod tests {
 
     /// A well-formed file with one `STAT` section holding `payload`.
     fn file_bytes(payload: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&KIND_FULL.to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes());
-        out.extend_from_slice(b"STAT");
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(payload);
-        let sum: [u8; 32] = Sha256::digest(&out).into();
-        out.extend_from_slice(&sum);
-        out
+        file_of(KIND_FULL, &[(*b"STAT", payload.to_vec())])
     }
 
     fn read(bytes: &[u8]) -> Result<Parsed, String> {
@@ -459,6 +458,52 @@ mod tests {
             assert!(text.contains("w.dsnap"), "the error names the file: {text}");
             text
         })
+    }
+
+    /// A well-formed file of `kind` holding `sections`.
+    fn file_of(kind: u32, sections: &[([u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        for (tag, payload) in sections {
+            out.extend_from_slice(tag);
+            out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            out.extend_from_slice(payload);
+        }
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn a_parent_outside_the_childs_folder_is_refused() {
+        use crate::world::{FaultPlan, NetworkConfig, World};
+        let config = WorldConfig {
+            seed: 1,
+            nodes: Vec::new(),
+            network: NetworkConfig::default(),
+            faults: FaultPlan::default(),
+        };
+        let snap = World::new(config.clone()).unwrap().snapshot().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (full, child) = (dir.path().join("full.dsnap"), dir.path().join("child.dsnap"));
+        save(&snap, &full, None).unwrap();
+        save(&snap, &child, Some((&full, &snap))).unwrap();
+        assert!(load(&child, &config).is_ok());
+        let sections = Parsed::read(&child).unwrap().sections;
+        for name in ["/dev/zero", "../full.dsnap", "sub/full.dsnap", ".."] {
+            let renamed: Vec<_> = sections
+                .iter()
+                .map(|(tag, payload)| match tag {
+                    b"PRNT" => (*tag, [&payload[..32], name.as_bytes()].concat()),
+                    _ => (*tag, payload.clone()),
+                })
+                .collect();
+            std::fs::write(&child, file_of(KIND_CHILD, &renamed)).unwrap();
+            let err = load(&child, &config).err().expect("refused").to_string();
+            assert!(err.contains("is not a file name in this folder"), "{err}");
+        }
     }
 
     #[test]
