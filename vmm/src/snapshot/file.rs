@@ -337,7 +337,9 @@ fn read_memory(
             "node {node}: page list out of order or out of range"
         )));
     }
-    let bytes = decompress(&m[list_end..], path, "MEM")?;
+    // Never more than the pages listed (plus one byte to tell "too many"): a small
+    // crafted section must not expand into gigabytes.
+    let bytes = decompress_at_most(&m[list_end..], count * PAGE + 1, path, "MEM")?;
     if bytes.len() as u64 != count * PAGE {
         return Err(bad(format!(
             "node {node}: {} bytes of pages for {count} pages",
@@ -417,6 +419,25 @@ fn decompress(data: &[u8], path: &Path, section: &str) -> Result<Vec<u8>, Snapsh
         .map_err(|e| file_err(path, format!("section {section}: not valid zstd data: {e}")))
 }
 
+/// [`decompress`], stopping after `limit` bytes of output.
+fn decompress_at_most(
+    data: &[u8],
+    limit: u64,
+    path: &Path,
+    section: &str,
+) -> Result<Vec<u8>, SnapshotError> {
+    use std::io::Read;
+    let bad =
+        |e: std::io::Error| file_err(path, format!("section {section}: not valid zstd data: {e}"));
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(data)
+        .map_err(bad)?
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    Ok(out)
+}
+
 fn u32_at(data: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -487,7 +508,10 @@ mod tests {
         };
         let snap = World::new(config.clone()).unwrap().snapshot().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (full, child) = (dir.path().join("full.dsnap"), dir.path().join("child.dsnap"));
+        let (full, child) = (
+            dir.path().join("full.dsnap"),
+            dir.path().join("child.dsnap"),
+        );
         save(&snap, &full, None).unwrap();
         save(&snap, &child, Some((&full, &snap))).unwrap();
         assert!(load(&child, &config).is_ok());
@@ -504,6 +528,21 @@ mod tests {
             let err = load(&child, &config).err().expect("refused").to_string();
             assert!(err.contains("is not a file name in this folder"), "{err}");
         }
+    }
+
+    #[test]
+    fn page_data_is_decompressed_no_further_than_the_pages_listed() {
+        // One page listed, 64 MiB of zeroes behind it (a few KiB of zstd).
+        let mut m = 0u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&(32u64 << 20).to_le_bytes());
+        m.extend_from_slice(&1u64.to_le_bytes());
+        m.extend_from_slice(&0u64.to_le_bytes());
+        m.extend_from_slice(&zstd::bulk::compress(&vec![0u8; 64 << 20], 1).unwrap());
+        let err = read_memory(&m, Path::new("x.dsnap"), None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("4097 bytes of pages for 1 pages"), "{err}");
     }
 
     #[test]
