@@ -1,6 +1,9 @@
-// The committed inputs of a fuzz target, for the replay tests (docs/fuzzing.md): seeds
-// (`seed-*`; `seed-bad-*` are seeds that must be refused) and reproducers of fixed crashes
-// (`crash-*`) from fuzz/corpus/TARGET/. What a local fuzz run added there is left out.
+// The committed inputs of a fuzz target, for the replay tests (docs/fuzzing.md), from
+// fuzz/corpus/TARGET/: seeds (`seed-*`), which must be accepted, malformed seeds
+// (`seed-bad-*`) and reproducers of fixed crashes (`crash-*`), which must be refused; none
+// may panic. Refusal is checked too because a test build has no overflow checks: there an
+// overflow that panicked under the fuzzer wraps silently and the input may pass as valid.
+// What a local fuzz run added to the folder is left out.
 
 use std::path::Path;
 
@@ -10,7 +13,7 @@ pub struct Input {
 }
 
 impl Input {
-    /// A seed that the parser must accept (every other input only must not panic).
+    /// A seed that the parser must accept; every other input must be refused.
     pub fn must_be_accepted(&self) -> bool {
         self.name.starts_with("seed-") && !self.name.starts_with("seed-bad-")
     }
@@ -41,11 +44,10 @@ pub fn committed(target: &str) -> Vec<Input> {
 pub fn replay(target: &str, run: impl Fn(&[u8]) -> Result<(), String>) {
     for input in committed(target) {
         println!("{target}: {}", input.name);
-        let outcome = run(&input.data);
-        if input.must_be_accepted() {
-            if let Err(e) = outcome {
-                panic!("{target}: seed {} is refused: {e}", input.name);
-            }
+        match (input.must_be_accepted(), run(&input.data)) {
+            (true, Err(e)) => panic!("{target}: seed {} is refused: {e}", input.name),
+            (false, Ok(())) => panic!("{target}: {} is accepted; it must be refused", input.name),
+            _ => {}
         }
     }
 }

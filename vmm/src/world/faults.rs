@@ -250,7 +250,9 @@ impl FaultPlan {
                     duration,
                 } => {
                     node("node", n)?;
-                    if ppm.abs() > MAX_SKEW_PPM {
+                    // `unsigned_abs`: `abs` of i64::MIN overflows (and wraps to a
+                    // negative number that passed this check in release builds).
+                    if ppm.unsigned_abs() > MAX_SKEW_PPM.unsigned_abs() {
                         return Err(PlanError::new(
                             path("ppm"),
                             format!("{ppm} is not in -{MAX_SKEW_PPM}..={MAX_SKEW_PPM}"),
