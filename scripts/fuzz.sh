@@ -28,6 +28,10 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 
 cd "$root/fuzz"
 mkdir -p logs
+# The snapshot and image harnesses write a file (and a store) per input: keep them in memory.
+if [ -z "${TMPDIR:-}" ] && [ -w /dev/shm ]; then
+    export TMPDIR=/dev/shm
+fi
 failed=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"

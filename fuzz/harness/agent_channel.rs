@@ -9,8 +9,7 @@
 use detvm_protocol::channel::AgentChannel;
 use detvm_protocol::frame::{Decoder, HEADER_LEN, MAX_PAYLOAD};
 use detvm_protocol::message::{
-    decode_agent, decode_host, encode_agent, encode_host, AgentMessage, HostMessage,
-    MessageError,
+    decode_agent, decode_host, encode_agent, encode_host, AgentMessage, HostMessage, MessageError,
 };
 
 pub fn run(data: &[u8]) -> Result<(), String> {

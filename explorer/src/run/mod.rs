@@ -144,8 +144,7 @@ fn fault_plan(
     } else if let Some(path) = &opts.faults {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?;
-        parse_fault_plan(&text)
-            .map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?
+        parse_fault_plan(&text).map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?
     } else if let Some(value) = &compose.settings.faults {
         serde_json::from_value(value.clone()).map_err(|e| {
             RunError::Input(format!("{}: x-detvm.faults: {e}", compose.path.display()))
