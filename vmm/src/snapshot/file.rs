@@ -516,7 +516,8 @@ mod tests {
         save(&snap, &child, Some((&full, &snap))).unwrap();
         assert!(load(&child, &config).is_ok());
         let sections = Parsed::read(&child).unwrap().sections;
-        for name in ["/dev/zero", "../full.dsnap", "sub/full.dsnap", ".."] {
+        // Not /dev/zero: without the check, a regression would read it until memory ran out.
+        for name in ["/proc/version", "../full.dsnap", "sub/full.dsnap", ".."] {
             let renamed: Vec<_> = sections
                 .iter()
                 .map(|(tag, payload)| match tag {
