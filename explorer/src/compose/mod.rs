@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use resolve::{parse_epoch, read_env_file as load_env_file};
+pub use resolve::{parse_env, parse_epoch, read_env_file as load_env_file};
 pub use units::{parse_duration, parse_memory};
 
 /// A compose file, checked: every service resolved, every reference valid.

@@ -505,6 +505,11 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ComposeError>
         line: 0,
         message: format!("cannot read env file: {e}"),
     })?;
+    parse_env(path, &text)
+}
+
+/// [`read_env_file`] on text already read; `path` names the file in errors.
+pub fn parse_env(path: &Path, text: &str) -> Result<Vec<(String, String)>, ComposeError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -28,6 +28,7 @@ use inputs::RunInputs;
 use journal::Journal;
 use prepare::{prepare, reproduce_command};
 
+pub use prepare::parse_fault_plan;
 pub use runner::{
     CommandTally, Effect, Ending, Outcome, Runner, RunnerState, SavedRunner, STEP_NS,
 };

@@ -78,13 +78,7 @@ pub fn fault_plan(
     } else if let Some(path) = &opts.faults {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?;
-        serde_saphyr::from_str::<FaultPlan>(&text).map_err(|e| {
-            RunError::Input(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })?
+        parse_fault_plan(&text).map_err(|e| RunError::Input(format!("{}: {e}", path.display())))?
     } else if let Some(value) = &compose.settings.faults {
         serde_json::from_value(value.clone()).map_err(|e| {
             RunError::Input(format!("{}: x-detvm.faults: {e}", compose.path.display()))
@@ -97,6 +91,14 @@ pub fn fault_plan(
     plan.validate(&names)
         .map_err(|e| RunError::Input(format!("fault plan: {e}")))?;
     Ok(plan)
+}
+
+/// A fault plan file (`--faults`: YAML, or JSON, which is YAML too), parsed but not yet
+/// checked against the system: call [`FaultPlan::validate`] with its service names.
+/// The error is one line, without the file name.
+pub fn parse_fault_plan(text: &str) -> Result<FaultPlan, String> {
+    serde_saphyr::from_str::<FaultPlan>(text)
+        .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
 }
 
 /// Resolves the options: compose file, seed, duration, epoch, fault plan, images (built

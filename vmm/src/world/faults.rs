@@ -208,7 +208,9 @@ impl Fault {
             Fault::Pause { duration, .. } => check_not_negative(&path("duration"), *duration),
             Fault::Kill { restart_after, .. } => optional("restart_after", restart_after),
             Fault::ClockSkew { ppm, duration, .. } => {
-                if ppm.abs() > MAX_SKEW_PPM {
+                // `unsigned_abs`: `abs` of i64::MIN overflows (and wraps to a negative
+                // number that passed this bound in release builds).
+                if ppm.unsigned_abs() > MAX_SKEW_PPM.unsigned_abs() {
                     return Err(PlanError::new(
                         path("ppm"),
                         format!("{ppm} is not in -{MAX_SKEW_PPM}..={MAX_SKEW_PPM}"),

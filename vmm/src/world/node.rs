@@ -2,7 +2,7 @@
 //! state, its clock map, and the decoders that turn its console bytes into events.
 
 use detvm_protocol::frame::Decoder;
-use detvm_protocol::message::{bounded_line, decode_agent};
+use detvm_protocol::message::{bounded_line, decode_agent, MAX_LINE};
 use serde::{Deserialize, Serialize};
 
 use super::clock_map::ClockMap;
@@ -43,6 +43,11 @@ pub fn boot_epoch(epoch_unix_secs: i64, at: VirtualTime, wall_steps_ns: i64) -> 
     let since_ns = i128::from(at.as_nanos()) + i128::from(wall_steps_ns);
     epoch_unix_secs + since_ns.div_euclid(1_000_000_000) as i64
 }
+
+/// Bytes of a console line kept until its newline: what `bounded_line` reads (it keeps
+/// [`MAX_LINE`] and marks longer lines) plus a `\r` to strip, so a guest that never ends
+/// its line costs bounded memory and the event is the same as for the whole line.
+const SERIAL_LINE_KEPT: usize = MAX_LINE + 2;
 
 pub(super) struct Node {
     pub name: String,
@@ -143,7 +148,7 @@ impl Node {
                 let line = std::mem::take(&mut self.serial_line);
                 let line = bounded_line(line.strip_suffix(b"\r").unwrap_or(&line));
                 out.push(event(EventKind::Console { line }));
-            } else {
+            } else if self.serial_line.len() < SERIAL_LINE_KEPT {
                 self.serial_line.push(b);
             }
         }
@@ -188,6 +193,27 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_line_without_end_costs_bounded_memory() {
+        let mut node = Node::new(0, "a".into(), VmConfig::new("unused".into()));
+        for line in [
+            vec![b'x'; 3 * MAX_LINE],
+            [vec![b'y'; MAX_LINE], b"\r".to_vec()].concat(),
+            [vec![b'z'; MAX_LINE + 1], b"\r".to_vec()].concat(),
+        ] {
+            let mut events = Vec::new();
+            for chunk in line.chunks(4096) {
+                node.collect_output(VirtualTime::ZERO, chunk, &mut events);
+            }
+            assert!(node.serial_line.len() <= SERIAL_LINE_KEPT);
+            node.collect_output(VirtualTime::ZERO, b"\n", &mut events);
+            let whole = bounded_line(line.strip_suffix(b"\r").unwrap_or(&line));
+            assert!(
+                matches!(&events[..], [WorldEvent { kind: EventKind::Console { line }, .. }] if *line == whole)
+            );
+        }
+    }
 
     #[test]
     fn a_restart_keeps_the_wall_clock_running() {

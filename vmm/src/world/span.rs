@@ -109,22 +109,26 @@ impl FromStr for Span {
         if frac.contains('.') || (whole.is_empty() && frac.is_empty()) {
             return Err(fail("malformed number"));
         }
+        let out_of_range = || fail("out of range (about ±292 years)");
         let whole: i128 = if whole.is_empty() {
             0
         } else {
-            whole.parse().map_err(|_| fail("number too large"))?
+            whole.parse().map_err(|_| out_of_range())?
         };
-        let mut ns = whole * i128::from(scale);
+        // Checked: 40 digits of hours overflow even an i128.
+        let mut ns = whole
+            .checked_mul(i128::from(scale))
+            .ok_or_else(out_of_range)?;
         // The fraction, digit by digit, down to whole nanoseconds.
         let mut unit_part = i128::from(scale);
         for digit in frac.chars() {
             unit_part /= 10;
-            ns += i128::from(digit.to_digit(10).unwrap_or(0)) * unit_part;
+            ns = ns
+                .checked_add(i128::from(digit.to_digit(10).unwrap_or(0)) * unit_part)
+                .ok_or_else(out_of_range)?;
         }
         let ns = if negative { -ns } else { ns };
-        i64::try_from(ns)
-            .map(Span)
-            .map_err(|_| fail("out of range (about ±292 years)"))
+        i64::try_from(ns).map(Span).map_err(|_| out_of_range())
     }
 }
 
@@ -182,6 +186,19 @@ mod tests {
         for bad in ["", "5", "s", "5 parsecs", "1.2.3s", "-", "99999999999h"] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?} should not parse");
         }
+        // Beyond i64, and beyond i128 once scaled: an error, not an overflow (2^116 h
+        // wraps to exactly 0 ns without the check).
+        for huge in [
+            "99999999999999999999999999999999999h",
+            "83076749736557242056487941267521536h",
+            "-170141183460469231731687303715884105727.9h",
+            "9223372036854775808ns",
+        ] {
+            let err = huge.parse::<Span>().expect_err(huge).to_string();
+            assert!(err.contains("out of range"), "{huge}: {err}");
+        }
+        assert_eq!("9223372036854775807ns".parse(), Ok(Span(i64::MAX)));
+        assert_eq!("-9223372036854775808ns".parse(), Ok(Span(i64::MIN)));
     }
 
     #[test]

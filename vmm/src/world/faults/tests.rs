@@ -82,6 +82,10 @@ fn bad_plans_name_the_field() {
             "faults[0].ppm: 200000 is not in -100000..=100000",
         ),
         (
+            r#"{"faults": [{"at": "1s", "fault": {"type": "clock_skew", "node": "a", "ppm": -9223372036854775808}}]}"#,
+            "faults[0].ppm: -9223372036854775808 is not in -100000..=100000",
+        ),
+        (
             r#"{"faults": [{"at": "1s", "fault": {"type": "clog", "nodes": []}}]}"#,
             "faults[0].nodes: names no node",
         ),

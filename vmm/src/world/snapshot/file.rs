@@ -186,6 +186,14 @@ fn world_of(
             }
             let name = std::str::from_utf8(&p[32..])
                 .map_err(|_| file_err(path, "section PRNT: the parent name is not UTF-8"))?;
+            // A file name in the child's folder, as `save` writes it: never a path that
+            // reads some other file (`/dev/zero`, `../x`).
+            if name.contains('/') || name == "." || name == ".." {
+                return Err(file_err(
+                    path,
+                    format!("section PRNT: the parent {name:?} is not a file name in this folder"),
+                ));
+            }
             let parent_path = path.with_file_name(name);
             let parent = Parsed::read(&parent_path)?;
             if parent.checksum[..] != p[..32] {
@@ -364,7 +372,9 @@ fn read_memory<'a>(
             "node {node}: page list out of order or out of range"
         )));
     }
-    let bytes = decompress(&m[list_end..], path, "MEM")?;
+    // Never more than the pages listed (plus one byte to tell "too many"): a small
+    // crafted section must not expand into gigabytes.
+    let bytes = decompress_at_most(&m[list_end..], count * PAGE + 1, path, "MEM")?;
     if bytes.len() as u64 != count * PAGE {
         return Err(bad(format!(
             "node {node}: {} bytes of pages for {count} pages",
@@ -460,6 +470,25 @@ fn compress(data: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
 fn decompress(data: &[u8], path: &Path, section: &str) -> Result<Vec<u8>, SnapshotError> {
     zstd::stream::decode_all(data)
         .map_err(|e| file_err(path, format!("section {section}: not valid zstd data: {e}")))
+}
+
+/// [`decompress`], stopping after `limit` bytes of output.
+fn decompress_at_most(
+    data: &[u8],
+    limit: u64,
+    path: &Path,
+    section: &str,
+) -> Result<Vec<u8>, SnapshotError> {
+    use std::io::Read;
+    let bad =
+        |e: std::io::Error| file_err(path, format!("section {section}: not valid zstd data: {e}"));
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(data)
+        .map_err(bad)?
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    Ok(out)
 }
 
 fn u32_at(data: &[u8], at: usize) -> u32 {
@@ -609,16 +638,7 @@ mod tests {
 
     /// A well-formed file with one `STAT` section holding `payload`.
     fn file_bytes(payload: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&KIND_FULL.to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes());
-        out.extend_from_slice(b"STAT");
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(payload);
-        let sum: [u8; 32] = Sha256::digest(&out).into();
-        out.extend_from_slice(&sum);
-        out
+        file_of(KIND_FULL, &[(*b"STAT", payload.to_vec())])
     }
 
     fn read(bytes: &[u8]) -> Result<Parsed, String> {
@@ -630,6 +650,71 @@ mod tests {
             assert!(text.contains("w.dsnap"), "the error names the file: {text}");
             text
         })
+    }
+
+    /// A well-formed file of `kind` holding `sections`.
+    fn file_of(kind: u32, sections: &[([u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        for (tag, payload) in sections {
+            out.extend_from_slice(tag);
+            out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            out.extend_from_slice(payload);
+        }
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    #[test]
+    fn a_parent_outside_the_childs_folder_is_refused() {
+        use crate::world::{FaultPlan, NetworkConfig, World};
+        let config = WorldConfig {
+            seed: 1,
+            nodes: Vec::new(),
+            network: NetworkConfig::default(),
+            faults: FaultPlan::default(),
+        };
+        let snap = World::new(config.clone()).unwrap().snapshot().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (full, child) = (
+            dir.path().join("full.dsnap"),
+            dir.path().join("child.dsnap"),
+        );
+        save(&snap, &full, None).unwrap();
+        save(&snap, &child, Some((&full, &snap))).unwrap();
+        assert!(load(&child, &config).is_ok());
+        let sections = Parsed::read(&child).unwrap().sections;
+        // Not /dev/zero: without the check, a regression would read it until memory ran out.
+        for name in ["/proc/version", "../full.dsnap", "sub/full.dsnap", ".."] {
+            let renamed: Vec<_> = sections
+                .iter()
+                .map(|(tag, payload)| match tag {
+                    b"PRNT" => (*tag, [&payload[..32], name.as_bytes()].concat()),
+                    _ => (*tag, payload.clone()),
+                })
+                .collect();
+            std::fs::write(&child, file_of(KIND_CHILD, &renamed)).unwrap();
+            let err = load(&child, &config).err().expect("refused").to_string();
+            assert!(err.contains("is not a file name in this folder"), "{err}");
+        }
+    }
+
+    #[test]
+    fn page_data_is_decompressed_no_further_than_the_pages_listed() {
+        // One page listed, 64 MiB of zeroes behind it (a few KiB of zstd).
+        let mut m = 0u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&(32u64 << 20).to_le_bytes());
+        m.extend_from_slice(&1u64.to_le_bytes());
+        m.extend_from_slice(&0u64.to_le_bytes());
+        m.extend_from_slice(&zstd::bulk::compress(&vec![0u8; 64 << 20], 1).unwrap());
+        let err = read_memory(&m, Path::new("x.dsnap"), |_| None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("4097 bytes of pages for 1 pages"), "{err}");
     }
 
     #[test]

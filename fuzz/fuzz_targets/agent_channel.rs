@@ -1,0 +1,9 @@
+#![no_main]
+
+mod harness {
+    include!("../harness/agent_channel.rs");
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = harness::run(data);
+});
