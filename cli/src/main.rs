@@ -5,6 +5,7 @@ mod boot_cmd;
 mod doctor_cmd;
 mod exit;
 mod image_cmd;
+mod notebook_cmd;
 mod progress;
 mod report;
 mod run_cmd;
@@ -47,6 +48,9 @@ enum Command {
     Replay(crate::run_cmd::ReplayArgs),
     /// List the runs in the run store (.detvm/runs.db).
     Runs,
+    /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
+    /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
+    Notebook(crate::notebook_cmd::NotebookArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Check(args) => crate::run_cmd::check(args),
         Command::Replay(args) => crate::run_cmd::replay(args),
         Command::Runs => crate::run_cmd::list(),
+        Command::Notebook(args) => crate::notebook_cmd::run(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

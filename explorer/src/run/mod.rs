@@ -3,6 +3,7 @@
 //! judged, and everything kept in the run store (docs/runs.md). Everything here is
 //! built on [`Session`].
 
+pub mod actions;
 pub mod check;
 mod inputs;
 mod journal;
@@ -34,6 +35,7 @@ pub use session::{
     SessionState,
 };
 pub use setup::service_ip;
+pub use snapshots::list as snapshot_files;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
