@@ -240,7 +240,7 @@ pub fn append(
     status: CellStatus,
     output: Option<&serde_json::Value>,
 ) -> Result<Cell, AppError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let position: i64 = tx.query_row(
         "SELECT COALESCE(MAX(position), 0) + 1 FROM notebook_cells WHERE run_id = ?1",
         params![run],
@@ -287,7 +287,7 @@ pub fn finish(
     id: u64,
     outcome: Result<(serde_json::Value, Option<Vec<u8>>), String>,
 ) -> Result<(), AppError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (before, runs): (Option<String>, i64) = tx.query_row(
         "SELECT output, runs FROM notebook_cells WHERE id = ?1",
         params![id as i64],
@@ -336,7 +336,7 @@ pub fn delete(conn: &mut Connection, id: u64) -> Result<(), AppError> {
             cell.status.as_str()
         )));
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if let Some(t) = &cell.timeline {
         tx.execute("DELETE FROM notebook_events WHERE run_id = ?1", params![t])?;
     }

@@ -4,7 +4,9 @@
 //! queries (bucketed, searched), which the engine has no use for.
 //!
 //! Each request opens its own connection (WAL mode, a busy timeout): several tabs and
-//! the engine's own writers can act at once; every write is one transaction.
+//! the engine's own writers can act at once; every write is one transaction, begun
+//! IMMEDIATE (a read that later writes would fail at once, not wait, when another
+//! connection wrote in between).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

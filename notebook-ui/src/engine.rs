@@ -394,7 +394,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Replaces a branch timeline's events in one transaction.
 fn store_events(db: &Db, timeline: &str, events: &[StoredEvent]) -> Result<(), AppError> {
     let mut conn = db.conn()?;
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute(
         "DELETE FROM notebook_events WHERE run_id = ?1",
         rusqlite::params![timeline],

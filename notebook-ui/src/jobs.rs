@@ -95,9 +95,10 @@ impl Jobs {
         self.running.lock().expect("jobs lock").get(key).cloned()
     }
 
-    /// The job for `key`: the one already running (or recently failed), else a new one
-    /// running `work` on a blocking thread. `cache`: keep a successful result.
-    pub fn start<F>(self: &Arc<Self>, key: &str, cache: bool, work: F) -> Arc<Job>
+    /// The job for `key`: the one already running, else a new one running `work` on a
+    /// blocking thread. `memo` (deterministic work such as a moment view): keep a
+    /// result in the cache, and answer a failure from memory for a while.
+    pub fn start<F>(self: &Arc<Self>, key: &str, memo: bool, work: F) -> Arc<Job>
     where
         F: FnOnce(Arc<AtomicU64>) -> Result<serde_json::Value, String> + Send + 'static,
     {
@@ -137,15 +138,19 @@ impl Jobs {
             match outcome {
                 Ok(value) => {
                     let value = Arc::new(value);
-                    if cache {
+                    if memo {
                         jobs.remember(&key, value.clone());
                     }
                     handle.state.send_replace(JobState::Done { result: value });
                     jobs.running.lock().expect("jobs lock").remove(&key);
                 }
                 Err(error) => {
-                    *handle.ended.lock().expect("job lock") = Some(Instant::now());
                     handle.state.send_replace(JobState::Failed { error });
+                    if memo {
+                        *handle.ended.lock().expect("job lock") = Some(Instant::now());
+                    } else {
+                        jobs.running.lock().expect("jobs lock").remove(&key);
+                    }
                 }
             }
         });
