@@ -43,7 +43,11 @@ static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
 pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
-        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("notebook-home");
+        // One home per test binary: cargo runs them one after another, never sharing.
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy();
+        let name = name.split('-').next().unwrap().to_string();
+        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-home"));
         // A fresh run store each time; the image store is kept between test runs.
         for f in ["runs.db", "runs.db-wal", "runs.db-shm"] {
             let _ = std::fs::remove_file(home.join(f));
