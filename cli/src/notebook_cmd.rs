@@ -26,7 +26,10 @@ pub fn run(args: NotebookArgs) -> ExitCode {
         eprintln!("detvm notebook: {e}");
         return ExitCode::from(crate::exit::BAD_INPUT);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("detvm notebook: cannot start: {e}");

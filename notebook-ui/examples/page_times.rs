@@ -48,21 +48,45 @@ fn synthetic(home: &Path, n: u64) -> String {
                 if let Ok(SdkLine::Assert(a)) = parse_sdk_line(&line) {
                     book.record(&a, node, t);
                 }
-                ("agent", json!({"type": "agent", "message": {"type": "sdk", "line": line}}))
+                (
+                    "agent",
+                    json!({"type": "agent", "message": {"type": "sdk", "line": line}}),
+                )
             }
-            1..=14 => ("agent", json!({"type": "agent", "message": {"type": "output", "stream": "stdout",
-                "line": format!("request {seq} served by {node} in {} ms", seq % 17)}})),
-            15 if seq % 1000 == 15 => ("state", json!({"type": "state", "state": {"change": "paused"}})),
-            16 if seq % 1000 == 16 => ("fault_applied", json!({"type": "fault_applied",
-                "fault": {"type": "partition", "groups": [[node], [other]], "duration": "2s"}})),
-            17 if seq % 1000 == 17 => ("fault_healed", json!({"type": "fault_healed",
-                "fault": {"type": "partition", "groups": [[NODES[((seq - 1) % 5) as usize]], [NODES[(seq % 5) as usize]]], "duration": "2s"}})),
+            1..=14 => (
+                "agent",
+                json!({"type": "agent", "message": {"type": "output", "stream": "stdout",
+                "line": format!("request {seq} served by {node} in {} ms", seq % 17)}}),
+            ),
+            15 if seq % 1000 == 15 => (
+                "state",
+                json!({"type": "state", "state": {"change": "paused"}}),
+            ),
+            16 if seq % 1000 == 16 => (
+                "fault_applied",
+                json!({"type": "fault_applied",
+                "fault": {"type": "partition", "groups": [[node], [other]], "duration": "2s"}}),
+            ),
+            17 if seq % 1000 == 17 => (
+                "fault_healed",
+                json!({"type": "fault_healed",
+                "fault": {"type": "partition", "groups": [[NODES[((seq - 1) % 5) as usize]], [NODES[(seq % 5) as usize]]], "duration": "2s"}}),
+            ),
             _ => {
                 let action = if seq % 2 == 0 { "sent" } else { "delivered" };
-                ("frame", json!({"type": "frame", "action": action, "src": node, "dst": other, "len": 90 + seq % 50, "ethertype": 2048}))
+                (
+                    "frame",
+                    json!({"type": "frame", "action": action, "src": node, "dst": other, "len": 90 + seq % 50, "ethertype": 2048}),
+                )
             }
         };
-        batch.push(StoredEvent { seq, vtime_ns: t, node: node.to_string(), kind: kind.to_string(), body });
+        batch.push(StoredEvent {
+            seq,
+            vtime_ns: t,
+            node: node.to_string(),
+            kind: kind.to_string(),
+            body,
+        });
         if batch.len() == 5000 {
             store.append_events(&run, &batch).unwrap();
             batch.clear();
@@ -70,7 +94,14 @@ fn synthetic(home: &Path, n: u64) -> String {
     }
     store.append_events(&run, &batch).unwrap();
     store
-        .finish_run(&run, RunStatus::PropertiesFailed, &book.properties(), SPAN_NS, "0123456789abcdef", None)
+        .finish_run(
+            &run,
+            RunStatus::PropertiesFailed,
+            &book.properties(),
+            SPAN_NS,
+            "0123456789abcdef",
+            None,
+        )
         .unwrap();
     run
 }
@@ -82,11 +113,19 @@ async fn time(app: &axum::Router, uri: &str) -> (u128, u128, usize) {
         let start = Instant::now();
         let res = app
             .clone()
-            .oneshot(Request::get(uri).header("host", "127.0.0.1").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get(uri)
+                    .header("host", "127.0.0.1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert!(res.status().is_success(), "{uri}: {}", res.status());
-        size = axum::body::to_bytes(res.into_body(), 1 << 30).await.unwrap().len();
+        size = axum::body::to_bytes(res.into_body(), 1 << 30)
+            .await
+            .unwrap()
+            .len();
         times.push(start.elapsed().as_micros());
     }
     times.sort();
@@ -100,16 +139,28 @@ async fn moments(home: &Path, run: &str, times: &[String]) {
         let start = Instant::now();
         let res = app
             .clone()
-            .oneshot(Request::get(&uri).header("host", "127.0.0.1").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get(&uri)
+                    .header("host", "127.0.0.1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 30).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 30)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         println!(
             "{run}@{t}: {status} in {} ms wall, from {}",
             start.elapsed().as_millis(),
-            v["result"]["started_from"].as_str().unwrap_or("?").rsplit('/').next().unwrap_or("")
+            v["result"]["started_from"]
+                .as_str()
+                .unwrap_or("?")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
         );
     }
 }
@@ -125,7 +176,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let run = synthetic(dir.path(), n);
-    println!("synthetic run {run}: {n} events inserted in {} ms", start.elapsed().as_millis());
+    println!(
+        "synthetic run {run}: {n} events inserted in {} ms",
+        start.elapsed().as_millis()
+    );
     let app = notebook_ui::router(dir.path(), None).unwrap();
     let mid = SPAN_NS / 2;
     let uris = [
@@ -143,9 +197,16 @@ async fn main() {
         format!("/api/runs/{run}/export/events.jsonl"),
         format!("/api/runs/{run}/export/trace.json"),
     ];
-    println!("{:<110} {:>9} {:>9} {:>10}", "request", "median ms", "max ms", "bytes");
+    println!(
+        "{:<110} {:>9} {:>9} {:>10}",
+        "request", "median ms", "max ms", "bytes"
+    );
     for uri in uris {
         let (median, max, size) = time(&app, &uri).await;
-        println!("{uri:<110} {:>9.1} {:>9.1} {size:>10}", median as f64 / 1000.0, max as f64 / 1000.0);
+        println!(
+            "{uri:<110} {:>9.1} {:>9.1} {size:>10}",
+            median as f64 / 1000.0,
+            max as f64 / 1000.0
+        );
     }
 }

@@ -101,7 +101,9 @@ pub fn lanes(
         .unwrap_or(last_time(conn, timeline)?)
         .max(start_ns + 1);
     let from_ns = from.unwrap_or(start_ns).clamp(start_ns, end_ns - 1);
-    let to_ns = to.unwrap_or(end_ns).clamp(from_ns + 1, end_ns.max(from_ns + 1));
+    let to_ns = to
+        .unwrap_or(end_ns)
+        .clamp(from_ns + 1, end_ns.max(from_ns + 1));
     let buckets = buckets.clamp(1, MAX_BUCKETS);
     let bucket_ns = (to_ns - from_ns).div_ceil(buckets as u64).max(1);
     let buckets = (to_ns - from_ns).div_ceil(bucket_ns) as usize;
@@ -137,7 +139,11 @@ pub fn lanes(
             let (node, b, frame, count) = row?;
             if let (Some(&i), Ok(b)) = (index.get(node.as_str()), usize::try_from(b)) {
                 if b < buckets {
-                    let lane = if frame { &mut messages[i] } else { &mut logs[i] };
+                    let lane = if frame {
+                        &mut messages[i]
+                    } else {
+                        &mut logs[i]
+                    };
                     lane[b] = lane[b].saturating_add(count as u32);
                 }
             }
@@ -229,12 +235,21 @@ pub fn sparse(
             _ => match body.pointer("/message/type").and_then(|x| x.as_str()) {
                 Some("started") => marks.push(mark("start", "service started".into())),
                 Some("exited") => {
-                    let code = body.pointer("/message/code").cloned().unwrap_or(Value::Null);
-                    let signal = body.pointer("/message/signal").cloned().unwrap_or(Value::Null);
+                    let code = body
+                        .pointer("/message/code")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let signal = body
+                        .pointer("/message/signal")
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     marks.push(mark("exit", format!("exited code {code} signal {signal}")));
                 }
                 Some("sdk") => {
-                    let line = body.pointer("/message/line").and_then(|l| l.as_str()).unwrap_or("");
+                    let line = body
+                        .pointer("/message/line")
+                        .and_then(|l| l.as_str())
+                        .unwrap_or("");
                     if let Ok(SdkLine::Assert(a)) = parse_sdk_line(line) {
                         if !a.hit {
                             continue;

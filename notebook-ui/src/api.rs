@@ -40,7 +40,9 @@ impl Wait {
 }
 
 pub async fn runs(State(state): State<AppState>) -> ApiResult<Json<Vec<RunRow>>> {
-    Ok(Json(state.read(|conn, store| triage::runs(conn, store)).await?))
+    Ok(Json(
+        state.read(|conn, store| triage::runs(conn, store)).await?,
+    ))
 }
 
 /// A run's (or branch's) triage: the record, properties with examples, utilization,
@@ -63,9 +65,7 @@ pub fn triage_value(
     store: &explorer::store::RunStore,
     tl: &Timeline,
 ) -> Result<Value, AppError> {
-    let end = tl
-        .end_ns()
-        .unwrap_or(aggregate::last_time(conn, tl)?);
+    let end = tl.end_ns().unwrap_or(aggregate::last_time(conn, tl)?);
     let utilization = triage::utilization(conn, tl, end)?;
     let properties = if tl.is_run() {
         triage::properties(conn, store, tl)?
@@ -74,7 +74,9 @@ pub fn triage_value(
     };
     let record = match &tl.source {
         timeline::Source::Run(r) => serde_json::to_value(r).expect("records serialize"),
-        timeline::Source::Branch { cell, .. } => serde_json::to_value(cell).expect("cells serialize"),
+        timeline::Source::Branch { cell, .. } => {
+            serde_json::to_value(cell).expect("cells serialize")
+        }
     };
     Ok(json!({
         "timeline": tl.id,
@@ -199,7 +201,11 @@ pub async fn moment(
         let view = engine::moment_view(&db, &m, &mut progress)?;
         Ok(serde_json::to_value(view).expect("views serialize"))
     });
-    Ok(job_reply(job.wait(wait.duration()).await, Jobs::progress(&job), target))
+    Ok(job_reply(
+        job.wait(wait.duration()).await,
+        Jobs::progress(&job),
+        target,
+    ))
 }
 
 fn job_reply(state: JobState, vtime_ns: u64, target_ns: u64) -> Response {
@@ -334,7 +340,9 @@ pub async fn rerun_all(
     Path(run): Path<String>,
 ) -> ApiResult<Json<Vec<Cell>>> {
     let r = run.clone();
-    state.read(move |conn, store| run_of(conn, store, &r)).await?;
+    state
+        .read(move |conn, store| run_of(conn, store, &r))
+        .await?;
     Ok(Json(notebook::run_all(&state, run).await?))
 }
 
@@ -351,7 +359,11 @@ pub async fn export_notebook(
         .await?;
     let file = notebook::export(&cells, &run);
     let bytes = serde_json::to_vec_pretty(&file).expect("notebooks serialize");
-    Ok(download(bytes, "application/json", &format!("{run}.notebook.json")))
+    Ok(download(
+        bytes,
+        "application/json",
+        &format!("{run}.notebook.json"),
+    ))
 }
 
 pub async fn import_notebook(

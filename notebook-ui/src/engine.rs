@@ -78,7 +78,8 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
     drop(conn);
     match &timeline.source {
         Source::Run(_) => {
-            let base = restore_moment(db.home(), moment, false, observer).map_err(|e| e.to_string())?;
+            let base =
+                restore_moment(db.home(), moment, false, observer).map_err(|e| e.to_string())?;
             let stored: Vec<StoredEvent> = store
                 .events(&moment.run, base.started_at_ns, base.decision_point_ns)
                 .map_err(|e| e.to_string())?
@@ -144,9 +145,9 @@ fn begin(
     let branch = match action {
         Action::Moment { .. } => return Ok(Begun::default()),
         Action::Branch { branch, .. } => Some(*branch),
-        Action::Exec { branch, .. } | Action::File { branch, .. } | Action::Fault { branch, .. } => {
-            *branch
-        }
+        Action::Exec { branch, .. }
+        | Action::File { branch, .. }
+        | Action::Fault { branch, .. } => *branch,
     };
     if let Some(b) = branch {
         *session = session.fork(b)?;
@@ -214,7 +215,11 @@ pub struct MomentView {
     pub divergence: Option<Option<String>>,
 }
 
-pub fn moment_view(db: &Db, moment: &Moment, progress: &mut Progress) -> Result<MomentView, String> {
+pub fn moment_view(
+    db: &Db,
+    moment: &Moment,
+    progress: &mut Progress,
+) -> Result<MomentView, String> {
     let at = open(db, moment, progress)?;
     let state = at.base.session.state();
     let point = decision_point(moment.vtime_ns);
@@ -234,7 +239,12 @@ pub fn moment_view(db: &Db, moment: &Moment, progress: &mut Progress) -> Result<
 
 /// The last log lines of each node before `point` on a timeline; a branch's nodes
 /// with few lines of their own get their parent's from before the branch.
-fn node_lines(db: &Db, timeline_id: &str, nodes: &[String], point: u64) -> Result<Vec<NodeLines>, AppError> {
+fn node_lines(
+    db: &Db,
+    timeline_id: &str,
+    nodes: &[String],
+    point: u64,
+) -> Result<Vec<NodeLines>, AppError> {
     let conn = db.conn()?;
     let store = RunStore::open(db.home())?;
     let timeline = timeline::resolve(&conn, &store, timeline_id)?;
@@ -306,7 +316,9 @@ pub fn run_cell(db: &Db, cell: &Cell, vtime: Arc<AtomicU64>) -> Result<CellOutpu
     let begun = begin(&mut at.base.session, &cell.action, None, &mut progress)?;
     let mut ending = None;
     let run_for = match &cell.action {
-        Action::Branch { run_for, .. } | Action::Fault { run_for, .. } => Some(parse_vtime(run_for)?),
+        Action::Branch { run_for, .. } | Action::Fault { run_for, .. } => {
+            Some(parse_vtime(run_for)?)
+        }
         _ => None,
     };
     if let Some(run_for) = run_for {
@@ -343,7 +355,10 @@ pub fn run_cell(db: &Db, cell: &Cell, vtime: Arc<AtomicU64>) -> Result<CellOutpu
         exec: begun.exec,
         file,
     };
-    Ok((serde_json::to_value(output).expect("outputs serialize"), begun.file))
+    Ok((
+        serde_json::to_value(output).expect("outputs serialize"),
+        begun.file,
+    ))
 }
 
 /// Refuses parameters that make no sense before anything is replayed.
@@ -360,14 +375,18 @@ fn check_action(action: &Action) -> Result<(), String> {
     };
     match action {
         Action::Branch { run_for: t, .. } => run_for(t),
-        Action::Fault { run_for: t, fault, .. } => {
+        Action::Fault {
+            run_for: t, fault, ..
+        } => {
             run_for(t)?;
             if let FaultAction::Pause { duration, .. } = fault {
                 parse_vtime(duration)?;
             }
             Ok(())
         }
-        Action::Exec { command, limit: l, .. } => {
+        Action::Exec {
+            command, limit: l, ..
+        } => {
             shell_words(command)?;
             let ns = limit(l)?;
             if ns == 0 || ns > MAX_RUN_FOR_NS {
@@ -433,7 +452,10 @@ mod tests {
 
     #[test]
     fn commands_split_like_a_shell() {
-        assert_eq!(shell_words("cat /etc/hosts").unwrap(), ["cat", "/etc/hosts"]);
+        assert_eq!(
+            shell_words("cat /etc/hosts").unwrap(),
+            ["cat", "/etc/hosts"]
+        );
         assert_eq!(
             shell_words(r#"sh -c 'echo "a b" | wc -c'"#).unwrap(),
             ["sh", "-c", r#"echo "a b" | wc -c"#]

@@ -94,7 +94,10 @@ pub fn text(kind: &str, body: &Value) -> String {
                     m.get("code").unwrap_or(&Value::Null),
                     m.get("signal").unwrap_or(&Value::Null)
                 ),
-                "started" => format!("service started (pid {})", m.get("pid").unwrap_or(&Value::Null)),
+                "started" => format!(
+                    "service started (pid {})",
+                    m.get("pid").unwrap_or(&Value::Null)
+                ),
                 "sdk" => s(m, "/line").to_string(),
                 "error" | "exec_error" | "file_error" => s(m, "/message").to_string(),
                 other => format!("{other} {m}"),
@@ -112,7 +115,12 @@ pub fn fault_text(fault: &Value) -> String {
         fault
             .get(key)
             .filter(|v| !v.is_null())
-            .map(|v| format!(" for {}", v.as_str().map(String::from).unwrap_or(v.to_string())))
+            .map(|v| {
+                format!(
+                    " for {}",
+                    v.as_str().map(String::from).unwrap_or(v.to_string())
+                )
+            })
             .unwrap_or_default()
     };
     match t {
@@ -131,14 +139,24 @@ pub fn fault_text(fault: &Value) -> String {
         }
         "clog" | "unclog" | "swizzle_clog" => format!(
             "{t} {}{}",
-            fault.get("nodes").map(|n| n.to_string()).unwrap_or_default(),
+            fault
+                .get("nodes")
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             span("duration")
         ),
         "pause" => format!("pause {node}{}", span("duration")),
         "kill" => format!("kill {node}"),
         "restart" => format!("restart {node}"),
-        "clock_step" => format!("clock step {node} by {}", fault.get("delta").unwrap_or(&Value::Null)),
-        "clock_skew" => format!("clock skew {node} {} ppm{}", fault.get("ppm").unwrap_or(&Value::Null), span("duration")),
+        "clock_step" => format!(
+            "clock step {node} by {}",
+            fault.get("delta").unwrap_or(&Value::Null)
+        ),
+        "clock_skew" => format!(
+            "clock skew {node} {} ppm{}",
+            fault.get("ppm").unwrap_or(&Value::Null),
+            span("duration")
+        ),
         "" => fault.to_string(),
         other => format!("{other}{}", span("duration")),
     }
@@ -168,7 +186,13 @@ pub fn select(
     let rows = stmt.query_map(params_from_iter(all), |r| {
         let kind: String = r.get(3)?;
         let body: String = r.get(4)?;
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, kind, body))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            kind,
+            body,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {

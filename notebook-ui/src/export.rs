@@ -36,7 +36,10 @@ fn for_each_event(
     mut f: impl FnMut(Row) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
     let count: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM {} WHERE run_id = ?1", timeline.table()),
+        &format!(
+            "SELECT COUNT(*) FROM {} WHERE run_id = ?1",
+            timeline.table()
+        ),
         params![timeline.id],
         |r| r.get(0),
     )?;
@@ -78,6 +81,14 @@ pub fn jsonl(conn: &Connection, timeline: &Timeline) -> Result<Vec<u8>, AppError
     Ok(out)
 }
 
+/// A frame sent and not yet delivered everywhere it goes.
+struct SentFrame {
+    flow: u64,
+    dst: String,
+    sent_ns: u64,
+    delivered_to: Vec<String>,
+}
+
 fn micros(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
@@ -90,13 +101,13 @@ pub fn chrome_trace(conn: &Connection, timeline: &Timeline) -> Result<Vec<u8>, A
         "ph": "M", "pid": 1, "name": "process_name", "args": {"name": format!("detvm {}", timeline.id)}
     })];
     for (i, n) in nodes.iter().enumerate() {
-        events.push(json!({"ph": "M", "pid": 1, "tid": i + 1, "name": "thread_name", "args": {"name": n}}));
+        events.push(
+            json!({"ph": "M", "pid": 1, "tid": i + 1, "name": "thread_name", "args": {"name": n}}),
+        );
         events.push(json!({"ph": "M", "pid": 1, "tid": i + 1, "name": "thread_sort_index", "args": {"sort_index": i}}));
     }
-    // Frames in flight: (sender, length) -> sent times and destinations, and for each
-    // the receivers that already got it.
-    let mut in_flight: BTreeMap<(String, u64), VecDeque<(u64, String, u64, Vec<String>)>> =
-        BTreeMap::new();
+    // Frames in flight by (sender, length), oldest first.
+    let mut in_flight: BTreeMap<(String, u64), VecDeque<SentFrame>> = BTreeMap::new();
     let mut next_flow = 1u64;
     for_each_event(conn, timeline, |r| {
         let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
@@ -108,8 +119,16 @@ pub fn chrome_trace(conn: &Connection, timeline: &Timeline) -> Result<Vec<u8>, A
         events.push(json!({"ph": "X", "pid": 1, "tid": t, "ts": ts, "dur": 1, "name": name, "cat": r.kind, "args": args}));
         if r.kind == "frame" {
             let action = body.get("action").and_then(|a| a.as_str()).unwrap_or("");
-            let src = body.get("src").and_then(|a| a.as_str()).unwrap_or("").to_string();
-            let dst = body.get("dst").and_then(|a| a.as_str()).unwrap_or("").to_string();
+            let src = body
+                .get("src")
+                .and_then(|a| a.as_str())
+                .unwrap_or("")
+                .to_string();
+            let dst = body
+                .get("dst")
+                .and_then(|a| a.as_str())
+                .unwrap_or("")
+                .to_string();
             let len = body.get("len").and_then(|a| a.as_u64()).unwrap_or(0);
             match action {
                 "sent" => {
@@ -118,26 +137,32 @@ pub fn chrome_trace(conn: &Connection, timeline: &Timeline) -> Result<Vec<u8>, A
                     in_flight
                         .entry((src, len))
                         .or_default()
-                        .push_back((id, dst, r.vtime_ns, Vec::new()));
+                        .push_back(SentFrame {
+                            flow: id,
+                            dst,
+                            sent_ns: r.vtime_ns,
+                            delivered_to: Vec::new(),
+                        });
                     events.push(json!({"ph": "s", "pid": 1, "tid": t, "ts": ts, "id": id, "name": "frame", "cat": "frame"}));
                 }
                 "delivered" => {
                     if let Some(queue) = in_flight.get_mut(&(src, len)) {
                         let receiver = r.node.clone();
-                        let found = queue.iter_mut().find(|(_, d, _, got)| {
-                            (*d == receiver || d == "broadcast") && !got.contains(&receiver)
+                        let found = queue.iter_mut().find(|f| {
+                            (f.dst == receiver || f.dst == "broadcast")
+                                && !f.delivered_to.contains(&receiver)
                         });
-                        if let Some((id, _, _, got)) = found {
-                            got.push(receiver);
-                            events.push(json!({"ph": "f", "bp": "e", "pid": 1, "tid": t, "ts": ts, "id": *id, "name": "frame", "cat": "frame"}));
+                        if let Some(f) = found {
+                            f.delivered_to.push(receiver);
+                            events.push(json!({"ph": "f", "bp": "e", "pid": 1, "tid": t, "ts": ts, "id": f.flow, "name": "frame", "cat": "frame"}));
                         }
                         // Unicast frames are done once delivered; old broadcasts age out.
                         let now = r.vtime_ns;
-                        queue.retain(|(_, d, sent, got)| {
-                            if d == "broadcast" {
-                                now.saturating_sub(*sent) < 1_000_000_000
+                        queue.retain(|f| {
+                            if f.dst == "broadcast" {
+                                now.saturating_sub(f.sent_ns) < 1_000_000_000
                             } else {
-                                got.is_empty()
+                                f.delivered_to.is_empty()
                             }
                         });
                     }
@@ -147,7 +172,9 @@ pub fn chrome_trace(conn: &Connection, timeline: &Timeline) -> Result<Vec<u8>, A
         }
         Ok(())
     })?;
-    let end = timeline.end_ns().unwrap_or(aggregate::last_time(conn, timeline)?);
+    let end = timeline
+        .end_ns()
+        .unwrap_or(aggregate::last_time(conn, timeline)?);
     let (_, spans) = aggregate::sparse(conn, timeline, end)?;
     for s in spans {
         events.push(json!({

@@ -18,7 +18,10 @@ pub fn to_fault(action: &FaultAction, nodes: &[String]) -> Result<Fault, String>
         if nodes.contains(n) {
             Ok(())
         } else {
-            Err(format!("no node `{n}` (the world has: {})", nodes.join(", ")))
+            Err(format!(
+                "no node `{n}` (the world has: {})",
+                nodes.join(", ")
+            ))
         }
     };
     Ok(match action {
@@ -84,9 +87,13 @@ mod tests {
             a: "kv".into(),
             b: "driver".into(),
         };
-        assert!(matches!(to_fault(&part, &nodes).unwrap(), Fault::Partition { groups, .. } if groups.len() == 2));
+        assert!(
+            matches!(to_fault(&part, &nodes).unwrap(), Fault::Partition { groups, .. } if groups.len() == 2)
+        );
         let unknown = FaultAction::Kill { node: "db".into() };
-        assert!(to_fault(&unknown, &nodes).unwrap_err().contains("no node `db`"));
+        assert!(to_fault(&unknown, &nodes)
+            .unwrap_err()
+            .contains("no node `db`"));
         let itself = FaultAction::Partition {
             a: "kv".into(),
             b: "kv".into(),

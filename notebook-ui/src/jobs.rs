@@ -76,7 +76,12 @@ impl Default for Jobs {
 
 impl Jobs {
     pub fn cached(&self, key: &str) -> Option<Arc<serde_json::Value>> {
-        self.cache.lock().expect("cache lock").values.get(key).cloned()
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .values
+            .get(key)
+            .cloned()
     }
 
     fn remember(&self, key: &str, value: Arc<serde_json::Value>) {

@@ -285,7 +285,10 @@ mod tests {
         assert!(related(&b, 60, Relation::PrecededBy, None));
         assert!(related(&b, 60, Relation::PrecededBy, Some(10)));
         assert!(!related(&b, 60, Relation::PrecededBy, Some(9)));
-        assert!(!related(&b, 10, Relation::PrecededBy, None), "same time is not before");
+        assert!(
+            !related(&b, 10, Relation::PrecededBy, None),
+            "same time is not before"
+        );
         assert!(related(&b, 10, Relation::NotPrecededBy, None));
         assert!(related(&b, 60, Relation::FollowedBy, Some(40)));
         assert!(!related(&b, 60, Relation::FollowedBy, Some(39)));

@@ -74,10 +74,7 @@ pub fn router(home: &std::path::Path, token: Option<String>) -> Result<Router, A
             get(api::export_notebook).post(api::import_notebook),
         )
         .route("/moments/{moment}", get(api::moment))
-        .route(
-            "/cells/{id}",
-            get(api::get_cell).delete(api::delete_cell),
-        )
+        .route("/cells/{id}", get(api::get_cell).delete(api::delete_cell))
         .route("/cells/{id}/run", post(api::run_cell))
         .route("/cells/{id}/file", get(api::cell_file))
         .fallback(|| async { AppError::not_found("no such API endpoint") });
@@ -136,7 +133,10 @@ fn loopback_host(headers: &HeaderMap) -> bool {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    matches!(name, "localhost" | "[::1]") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    matches!(name, "localhost" | "[::1]")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -193,9 +193,10 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::SET_COOKIE, c);
     }
-    response
-        .headers_mut()
-        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

@@ -14,7 +14,10 @@ use crate::error::AppError;
 pub enum Source {
     Run(RunRecord),
     /// A notebook cell's branch of a moment of another timeline.
-    Branch { cell: Box<Cell>, parent: Moment },
+    Branch {
+        cell: Box<Cell>,
+        parent: Moment,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -32,8 +35,10 @@ pub fn check_id(id: &str) -> Result<(), AppError> {
         Some((run, cell)) => (run, Some(cell)),
         None => (id, None),
     };
-    let word_ok = !run.is_empty() && run.len() <= 64 && run.bytes().all(|b| b.is_ascii_alphanumeric());
-    let cell_ok = rest.is_none_or(|c| !c.is_empty() && c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()));
+    let word_ok =
+        !run.is_empty() && run.len() <= 64 && run.bytes().all(|b| b.is_ascii_alphanumeric());
+    let cell_ok = rest
+        .is_none_or(|c| !c.is_empty() && c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()));
     if word_ok && cell_ok {
         Ok(())
     } else {
@@ -62,7 +67,9 @@ pub fn resolve(conn: &Connection, store: &RunStore, id: &str) -> Result<Timeline
             })
         }
         Some((run, cell_id)) => {
-            let cell_id: u64 = cell_id.parse().map_err(|_| AppError::bad_request("bad cell id"))?;
+            let cell_id: u64 = cell_id
+                .parse()
+                .map_err(|_| AppError::bad_request("bad cell id"))?;
             let cell = cells::get(conn, cell_id)
                 .map_err(|_| AppError::not_found(format!("no branch `{id}`")))?;
             if cell.run != run || !cell.action.branches() {

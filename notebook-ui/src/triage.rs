@@ -29,7 +29,11 @@ pub fn runs(conn: &Connection, store: &RunStore) -> Result<Vec<RunRow>, AppError
         "SELECT run_id, SUM(status = 'failed'), COUNT(*) FROM properties GROUP BY run_id",
     )?;
     for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })? {
         let (run, failed, all) = row?;
         counts.insert(run, (failed as u64, all as u64));
@@ -108,12 +112,19 @@ pub fn properties(
         timeline.table()
     ))?;
     let rows = stmt.query_map(params![timeline.id], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for row in rows {
         let (t, node, body) = row?;
         let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let line = body.pointer("/message/line").and_then(|l| l.as_str()).unwrap_or("");
+        let line = body
+            .pointer("/message/line")
+            .and_then(|l| l.as_str())
+            .unwrap_or("");
         let Ok(SdkLine::Assert(a)) = parse_sdk_line(line) else {
             continue;
         };
@@ -147,7 +158,12 @@ pub fn properties(
         })
         .collect();
     // Failures first, then by name.
-    rows.sort_by_key(|r| (r.property.status != Status::Failed, r.property.message.clone()));
+    rows.sort_by_key(|r| {
+        (
+            r.property.status != Status::Failed,
+            r.property.message.clone(),
+        )
+    });
     Ok(rows)
 }
 

@@ -29,7 +29,10 @@ async fn runs_and_triage_show_the_failing_run_with_moments() {
     assert_eq!(run["seed"], 1);
     assert_eq!(run["trace_hash"], f.report["trace_hash"]);
     assert!(run["failed_properties"].as_u64().unwrap() >= 1);
-    assert_eq!(run["snapshots"], json!([1_000_000_000u64, 2_000_000_000u64]));
+    assert_eq!(
+        run["snapshots"],
+        json!([1_000_000_000u64, 2_000_000_000u64])
+    );
 
     let t = c.get_json(&format!("/api/runs/{}", f.run)).await;
     let p = t["properties"]
@@ -51,7 +54,10 @@ async fn runs_and_triage_show_the_failing_run_with_moments() {
         .filter(|e| e["passed"] == false)
         .collect();
     assert!(!failing_examples.is_empty(), "{p:#}");
-    assert_eq!(failing_examples[0]["vtime_ns"], first, "the first failing example is the first failure");
+    assert_eq!(
+        failing_examples[0]["vtime_ns"], first,
+        "the first failing example is the first failure"
+    );
     let nodes: BTreeSet<&str> = t["utilization"]["nodes"]
         .as_array()
         .unwrap()
@@ -73,7 +79,9 @@ async fn runs_and_triage_show_the_failing_run_with_moments() {
 async fn lanes_count_every_frame_and_mark_property_failures() {
     let f = fixture();
     let c = Client::new(&f.home);
-    let all = c.get(&format!("/api/runs/{}/export/events.jsonl", f.run)).await;
+    let all = c
+        .get(&format!("/api/runs/{}/export/events.jsonl", f.run))
+        .await;
     assert_eq!(all.status, StatusCode::OK);
     let events: Vec<Value> = all
         .text()
@@ -83,7 +91,9 @@ async fn lanes_count_every_frame_and_mark_property_failures() {
     let frames = events.iter().filter(|e| e["kind"] == "frame").count() as u64;
     assert!(frames > 0);
 
-    let lanes = c.get_json(&format!("/api/runs/{}/lanes?buckets=97", f.run)).await;
+    let lanes = c
+        .get_json(&format!("/api/runs/{}/lanes?buckets=97", f.run))
+        .await;
     assert_eq!(lanes["end_ns"], f.report["vtime_end_ns"]);
     let counted: u64 = lanes["messages"]
         .as_array()
@@ -102,15 +112,24 @@ async fn lanes_count_every_frame_and_mark_property_failures() {
         .clone();
     let marks = lanes["marks"].as_array().unwrap();
     assert!(
-        marks.iter().any(|m| m["kind"] == "fail" && m["vtime_ns"] == first),
+        marks
+            .iter()
+            .any(|m| m["kind"] == "fail" && m["vtime_ns"] == first),
         "the first failure is marked"
     );
-    assert!(marks.iter().any(|m| m["kind"] == "state" && m["label"] == "booted"));
+    assert!(marks
+        .iter()
+        .any(|m| m["kind"] == "state" && m["label"] == "booted"));
 
     // Zoomed in on 100 ms around the failure: only that window, finer buckets.
     let t = first.as_u64().unwrap();
     let zoom = c
-        .get_json(&format!("/api/runs/{}/lanes?from={}&to={}&buckets=50", f.run, t - 50_000_000, t + 50_000_000))
+        .get_json(&format!(
+            "/api/runs/{}/lanes?from={}&to={}&buckets=50",
+            f.run,
+            t - 50_000_000,
+            t + 50_000_000
+        ))
         .await;
     assert_eq!(zoom["bucket_ns"], 2_000_000);
     assert!(zoom["marks"]
@@ -125,20 +144,38 @@ async fn search_filters_and_temporal_queries() {
     let f = fixture();
     let c = Client::new(&f.home);
     let base = format!("/api/runs/{}/events", f.run);
-    let missing = c.get_json(&format!("{base}?kind=agent.sdk&text=missing&limit=500")).await;
+    let missing = c
+        .get_json(&format!("{base}?kind=agent.sdk&text=missing&limit=500"))
+        .await;
     let found = missing["events"].as_array().unwrap();
     assert!(!found.is_empty());
     for e in found {
         assert_eq!(e["label"], "agent.sdk");
-        assert!(e["text"].as_str().unwrap().contains("MISSING"), "case-insensitive text");
-        assert!(e["moment"].as_str().unwrap().starts_with(&format!("{}@", f.run)));
+        assert!(
+            e["text"].as_str().unwrap().contains("MISSING"),
+            "case-insensitive text"
+        );
+        assert!(e["moment"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}@", f.run)));
     }
     // A preceded by B within W, and not: together exactly A.
-    let q = |op: &str| format!("{base}?kind=agent.sdk&text=MISSING&op={op}&b_node=kv&b_kind=frame&within=1ms&limit=500");
-    let yes = c.get_json(&q("preceded_by")).await["events"].as_array().unwrap().clone();
-    let no = c.get_json(&q("not_preceded_by")).await["events"].as_array().unwrap().clone();
+    let q = |op: &str| {
+        format!("{base}?kind=agent.sdk&text=MISSING&op={op}&b_node=kv&b_kind=frame&within=1ms&limit=500")
+    };
+    let yes = c.get_json(&q("preceded_by")).await["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let no = c.get_json(&q("not_preceded_by")).await["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(yes.len() + no.len(), found.len());
-    let kv_frames = c.get_json(&format!("{base}?node=kv&kind=frame&limit=2000")).await;
+    let kv_frames = c
+        .get_json(&format!("{base}?node=kv&kind=frame&limit=2000"))
+        .await;
     let times: Vec<u64> = kv_frames["events"]
         .as_array()
         .unwrap()
@@ -154,13 +191,20 @@ async fn search_filters_and_temporal_queries() {
         assert!(!times.iter().any(|&b| b < t && t - b <= 1_000_000), "{e}");
     }
     // Nothing follows the run's last event.
-    let last = c.get_json(&format!("{base}?op=not_followed_by&limit=5")).await;
+    let last = c
+        .get_json(&format!("{base}?op=not_followed_by&limit=5"))
+        .await;
     assert!(!last["events"].as_array().unwrap().is_empty());
     let bad = c.get(&format!("{base}?op=sometimes_after")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(bad.json()["error"].as_str().unwrap().contains("not a relation"));
+    assert!(bad.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a relation"));
     // The log page renders results from the same search.
-    let page = c.get(&format!("/runs/{}/logs?kind=agent.sdk&text=MISSING", f.run)).await;
+    let page = c
+        .get(&format!("/runs/{}/logs?kind=agent.sdk&text=MISSING", f.run))
+        .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text().contains("MISSING"));
 }
@@ -169,7 +213,9 @@ async fn search_filters_and_temporal_queries() {
 async fn perfetto_trace_has_a_track_per_node_and_message_flows() {
     let f = fixture();
     let c = Client::new(&f.home);
-    let r = c.get(&format!("/api/runs/{}/export/trace.json", f.run)).await;
+    let r = c
+        .get(&format!("/api/runs/{}/export/trace.json", f.run))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers["content-disposition"]
         .to_str()
@@ -183,8 +229,16 @@ async fn perfetto_trace_has_a_track_per_node_and_message_flows() {
         .map(|e| e["args"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(tracks, BTreeSet::from(["driver", "kv"]));
-    let starts: BTreeSet<u64> = events.iter().filter(|e| e["ph"] == "s").map(|e| e["id"].as_u64().unwrap()).collect();
-    let ends: Vec<u64> = events.iter().filter(|e| e["ph"] == "f").map(|e| e["id"].as_u64().unwrap()).collect();
+    let starts: BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "s")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    let ends: Vec<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "f")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
     assert!(!ends.is_empty(), "deliveries are paired with sends");
     assert!(ends.iter().all(|id| starts.contains(id)));
 }
@@ -193,15 +247,32 @@ async fn perfetto_trace_has_a_track_per_node_and_message_flows() {
 async fn a_moment_replays_from_its_snapshot_and_errors_are_shown_not_500() {
     let f = fixture();
     let c = Client::new(&f.home);
-    let m = c.get_json(&format!("/api/moments/{}@1.5s?wait=120", f.run)).await;
+    let m = c
+        .get_json(&format!("/api/moments/{}@1.5s?wait=120", f.run))
+        .await;
     assert_eq!(m["status"], "done", "{m:#}");
     let v = &m["result"];
-    assert!(v["started_from"].as_str().unwrap().ends_with("snapshot-000001000000000.dsnap"), "{v:#}");
+    assert!(
+        v["started_from"]
+            .as_str()
+            .unwrap()
+            .ends_with("snapshot-000001000000000.dsnap"),
+        "{v:#}"
+    );
     assert_eq!(v["state"]["now_ns"], 1_500_000_000u64);
     assert_eq!(v["divergence"], Value::Null, "replay identical to the run");
-    let services: BTreeSet<&str> = v["state"]["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let services: BTreeSet<&str> = v["state"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(services, BTreeSet::from(["driver", "kv"]));
-    assert!(v["logs"].as_array().unwrap().iter().any(|n| !n["lines"].as_array().unwrap().is_empty()));
+    assert!(v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| !n["lines"].as_array().unwrap().is_empty()));
     // Cached: answered at once, the same.
     let again = c.get_json(&format!("/api/moments/{}@1.5s", f.run)).await;
     assert_eq!(again["result"], *v);
@@ -210,8 +281,16 @@ async fn a_moment_replays_from_its_snapshot_and_errors_are_shown_not_500() {
 
     // After the run's end: the replay's error, as JSON, not a 500.
     let late = c.get(&format!("/api/moments/{}@999s?wait=60", f.run)).await;
-    assert_eq!(late.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", late.text());
-    assert!(late.json()["error"].as_str().unwrap().contains("pick a moment up to then"));
+    assert_eq!(
+        late.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        late.text()
+    );
+    assert!(late.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("pick a moment up to then"));
     let garbage = c.get("/api/moments/not-a-moment").await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
     let unknown = c.get("/api/moments/rnope@1s").await;
@@ -234,9 +313,18 @@ async fn cells_exec_file_and_branch_then_rerun_all_gives_the_same_outputs() {
     assert_eq!(exec["status"], "done", "{exec:#}");
     let x = &exec["output"]["exec"];
     assert_eq!(x["code"], 3);
-    let lines: Vec<&str> = x["output"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap()).collect();
+    let lines: Vec<&str> = x["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
     assert!(lines.contains(&"10.0.0.3\tkv"), "{lines:?}");
-    assert!(x["output"].as_array().unwrap().iter().any(|l| l["stream"] == "stderr" && l["line"] == "oops"));
+    assert!(x["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["stream"] == "stderr" && l["line"] == "oops"));
     assert_eq!(exec["output"]["from_ns"], 1_200_000_000u64);
 
     assert_eq!(file["status"], "done", "{file:#}");
@@ -246,19 +334,33 @@ async fn cells_exec_file_and_branch_then_rerun_all_gives_the_same_outputs() {
     assert_eq!(file["output"]["file"]["size"], download.body.len());
 
     // A command that does not exist: the agent's error, in the cell.
-    let missing = c.run_cell(run, json!({"kind": "exec", "moment": at, "node": "kv", "command": "no-such-program"})).await;
+    let missing = c
+        .run_cell(
+            run,
+            json!({"kind": "exec", "moment": at, "node": "kv", "command": "no-such-program"}),
+        )
+        .await;
     assert_eq!(missing["status"], "done");
     let m = &missing["output"]["exec"];
     assert!(m["error"].is_string() || m["code"] == 127, "{m:#}");
 
     // A branch with new randomness, itself a timeline with moments.
-    let branch = c.run_cell(run, json!({"kind": "branch", "moment": at, "branch": 7, "run_for": "500ms"})).await;
+    let branch = c
+        .run_cell(
+            run,
+            json!({"kind": "branch", "moment": at, "branch": 7, "run_for": "500ms"}),
+        )
+        .await;
     assert_eq!(branch["status"], "done", "{branch:#}");
     let tl = branch["timeline"].as_str().unwrap().to_string();
     assert_eq!(branch["output"]["end_ns"], 1_700_000_000u64);
-    let lanes = c.get_json(&format!("/api/runs/{tl}/lanes?buckets=10")).await;
+    let lanes = c
+        .get_json(&format!("/api/runs/{tl}/lanes?buckets=10"))
+        .await;
     assert_eq!(lanes["start_ns"], 1_200_000_000u64);
-    let inside = c.get_json(&format!("/api/moments/{tl}@1.7s?wait=120")).await;
+    let inside = c
+        .get_json(&format!("/api/moments/{tl}@1.7s?wait=120"))
+        .await;
     assert_eq!(inside["status"], "done", "{inside:#}");
     assert_eq!(
         inside["result"]["state"]["trace_hash"], branch["output"]["trace_hash"],
@@ -266,20 +368,35 @@ async fn cells_exec_file_and_branch_then_rerun_all_gives_the_same_outputs() {
     );
     // The stored run is untouched by all this.
     let runs = c.get_json("/api/runs").await;
-    let r = runs.as_array().unwrap().iter().find(|r| r["id"] == run).unwrap();
+    let r = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run)
+        .unwrap();
     assert_eq!(r["trace_hash"], f.report["trace_hash"]);
 
     // A fault: refused with the reason until the World can inject at run time.
     let fault = c.run_cell(run, json!({"kind": "fault", "moment": at, "fault": {"type": "kill", "node": "kv"}, "run_for": "1s"})).await;
     assert_eq!(fault["status"], "failed");
-    assert!(fault["error"].as_str().unwrap().contains("World::inject"), "{fault:#}");
-    let bad_node = c.run_cell(run, json!({"kind": "exec", "moment": at, "node": "db", "command": "true"})).await;
+    assert!(
+        fault["error"].as_str().unwrap().contains("World::inject"),
+        "{fault:#}"
+    );
+    let bad_node = c
+        .run_cell(
+            run,
+            json!({"kind": "exec", "moment": at, "node": "db", "command": "true"}),
+        )
+        .await;
     assert_eq!(bad_node["status"], "failed");
     assert!(bad_node["error"].as_str().unwrap().contains("no node `db`"));
 
     // Re-run everything: the same outputs (determinism).
     let before = c.get_json(&format!("/api/runs/{run}/cells")).await;
-    let r = c.post(&format!("/api/runs/{run}/cells/rerun"), &json!({})).await;
+    let r = c
+        .post(&format!("/api/runs/{run}/cells/rerun"), &json!({}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     for cell in before.as_array().unwrap() {
         let id = cell["id"].as_u64().unwrap();
@@ -309,8 +426,16 @@ async fn cells_exec_file_and_branch_then_rerun_all_gives_the_same_outputs() {
         .await;
     assert_eq!(imported.status, StatusCode::CREATED, "{}", imported.text());
     let new_cells = imported.json();
-    assert_eq!(new_cells.as_array().unwrap().len(), file_json["cells"].as_array().unwrap().len());
-    for (old, new) in file_json["cells"].as_array().unwrap().iter().zip(new_cells.as_array().unwrap()) {
+    assert_eq!(
+        new_cells.as_array().unwrap().len(),
+        file_json["cells"].as_array().unwrap().len()
+    );
+    for (old, new) in file_json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(new_cells.as_array().unwrap())
+    {
         assert_eq!(new["status"], "new");
         assert_eq!(new["output"], old["output"]);
         assert_eq!(new["action"]["kind"], old["action"]["kind"]);
@@ -329,10 +454,19 @@ async fn the_guard_wants_the_token_and_loopback_hosts() {
     let r = c.get("/api/runs").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.json()["error"].as_str().unwrap().contains("token"));
-    let with = Client { app: c.app.clone(), token: Some(token.into()) };
+    let with = Client {
+        app: c.app.clone(),
+        token: Some(token.into()),
+    };
     assert_eq!(with.get("/api/runs").await.status, StatusCode::OK);
-    let wrong = Client { app: c.app.clone(), token: Some("a-long-enough-secret-tokeN".into()) };
-    assert_eq!(wrong.get("/api/runs").await.status, StatusCode::UNAUTHORIZED);
+    let wrong = Client {
+        app: c.app.clone(),
+        token: Some("a-long-enough-secret-tokeN".into()),
+    };
+    assert_eq!(
+        wrong.get("/api/runs").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let q = c.get(&format!("/?token={token}")).await;
     assert_eq!(q.status, StatusCode::OK);
     let cookie = q.headers["set-cookie"].to_str().unwrap().to_string();
@@ -350,7 +484,12 @@ async fn the_guard_wants_the_token_and_loopback_hosts() {
     // Without a token: loopback host names only, and changes only as JSON.
     let open = Client::new(home.path());
     let evil = open
-        .send(Request::get("/api/runs").header("host", "attacker.example:7878").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/runs")
+                .header("host", "attacker.example:7878")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(evil.status, StatusCode::FORBIDDEN);
     let form = open
@@ -374,7 +513,10 @@ async fn the_guard_wants_the_token_and_loopback_hosts() {
         token: token.map(String::from),
     };
     assert!(cfg("127.0.0.1:7878", None).check().is_ok());
-    assert!(cfg("0.0.0.0:7878", None).check().unwrap_err().contains("without --token"));
+    assert!(cfg("0.0.0.0:7878", None)
+        .check()
+        .unwrap_err()
+        .contains("without --token"));
     assert!(cfg("0.0.0.0:7878", Some("short")).check().is_err());
     assert!(cfg("0.0.0.0:7878", Some(token)).check().is_ok());
 }

@@ -20,7 +20,10 @@ fn chromium() -> Option<PathBuf> {
 
 /// playwright-core under tests/browser, installed from its lock file when missing.
 fn playwright(dir: &Path) {
-    if dir.join("node_modules/playwright-core/package.json").is_file() {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
         return;
     }
     let out = Command::new("npm")

@@ -80,6 +80,10 @@ impl Observer for Replies<'_> {
     }
 }
 
+/// The agent's answers to one request (each with its virtual time), and how the run
+/// ended if it ended while waiting.
+type Answers = (Vec<(u64, AgentMessage)>, Option<Ending>);
+
 fn is_final(m: &AgentMessage) -> bool {
     matches!(
         m,
@@ -100,7 +104,7 @@ impl Session {
         message: impl FnOnce(u64) -> HostMessage,
         limit_ns: u64,
         observer: &mut dyn Observer,
-    ) -> Result<(Vec<(u64, AgentMessage)>, Option<Ending>), String> {
+    ) -> Result<Answers, String> {
         if !self.world().node_names().iter().any(|n| n == node) {
             return Err(format!(
                 "no node `{node}` (the world has: {})",

@@ -47,7 +47,11 @@ pub async fn moment_page(
         .await?;
     let key = format!("moment:{moment}");
     let view = state.jobs.cached(&key);
-    let by = if step.by.is_empty() { "1s".to_string() } else { step.by.clone() };
+    let by = if step.by.is_empty() {
+        "1s".to_string()
+    } else {
+        step.by.clone()
+    };
     let title = moment_of(&moment.run, moment.vtime_ns);
     let body = html! {
         h1 { "Moment " (title) }

@@ -14,7 +14,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `detvm` binary of this build profile (`cargo test --workspace` builds it; run
@@ -196,7 +199,10 @@ impl Client {
     /// Adds a cell to `run`'s notebook, runs it, and waits for it.
     pub async fn run_cell(&self, run: &str, action: Value) -> Value {
         let r = self
-            .post(&format!("/api/runs/{run}/cells"), &serde_json::json!({ "action": action }))
+            .post(
+                &format!("/api/runs/{run}/cells"),
+                &serde_json::json!({ "action": action }),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
         self.cell_done(r.json()["id"].as_u64().unwrap()).await
