@@ -156,10 +156,23 @@ pub fn lanes(
         .collect();
     let marks_truncated = marks.len() > MAX_MARKS;
     marks.truncate(MAX_MARKS);
-    let spans = all_spans
+    let spans: Vec<SpanMark> = all_spans
         .into_iter()
         .filter(|s| s.to_ns >= from_ns && s.from_ns < to_ns)
         .collect();
+    // The `world` lane only when something is drawn on it (faults spans move to the
+    // nodes they name).
+    let mut nodes = nodes;
+    if let Some(w) = nodes.iter().position(|n| n == "world") {
+        let used = marks.iter().any(|m| m.node == "world")
+            || spans.iter().any(|s: &SpanMark| s.node == "world")
+            || messages[w].iter().chain(&logs[w]).any(|&c| c > 0);
+        if !used {
+            nodes.remove(w);
+            messages.remove(w);
+            logs.remove(w);
+        }
+    }
     Ok(Lanes {
         timeline: timeline.id.clone(),
         start_ns,
@@ -229,7 +242,7 @@ pub fn sparse(
                 let fault = body.get("fault").cloned().unwrap_or(Value::Null);
                 if let Some(i) = open.iter().position(|(n, _, f)| *n == node && *f == fault) {
                     let (n, from, f) = open.remove(i);
-                    spans.push(span(n, from, t, &f));
+                    spans.extend(span(n, from, t, &f));
                 }
             }
             _ => match body.pointer("/message/type").and_then(|x| x.as_str()) {
@@ -278,22 +291,43 @@ pub fn sparse(
             f.get("type").and_then(|t| t.as_str()),
             Some("clock_step" | "heal" | "unclog" | "restart")
         );
-        spans.push(span(n, from, if instant { from } else { end_ns }, &f));
+        spans.extend(span(n, from, if instant { from } else { end_ns }, &f));
     }
     spans.sort_by_key(|s| (s.from_ns, s.node.clone()));
     Ok((marks, spans))
 }
 
-fn span(node: String, from_ns: u64, to_ns: u64, fault: &Value) -> SpanMark {
-    SpanMark {
-        node,
-        from_ns,
-        to_ns,
-        kind: fault
-            .get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or("fault")
-            .to_string(),
-        label: fault_text(fault),
-    }
+/// A fault's span on each node it names (a partition's groups, a clog's nodes), or on
+/// the node it was reported on (a pause's node, `world` for network-wide faults).
+fn span(node: String, from_ns: u64, to_ns: u64, fault: &Value) -> Vec<SpanMark> {
+    let named: Vec<String> = match (fault.get("groups"), fault.get("nodes")) {
+        (Some(Value::Array(groups)), _) => groups
+            .iter()
+            .filter_map(|g| g.as_array())
+            .flatten()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect(),
+        (_, Some(Value::Array(nodes))) => nodes
+            .iter()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let kind = fault
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("fault")
+        .to_string();
+    let label = fault_text(fault);
+    let nodes = if named.is_empty() { vec![node] } else { named };
+    nodes
+        .into_iter()
+        .map(|node| SpanMark {
+            node,
+            from_ns,
+            to_ns,
+            kind: kind.clone(),
+            label: label.clone(),
+        })
+        .collect()
 }

@@ -64,7 +64,7 @@ async fn runs_and_triage_show_the_failing_run_with_moments() {
         .iter()
         .map(|n| n["node"].as_str().unwrap())
         .collect();
-    assert_eq!(nodes, BTreeSet::from(["driver", "kv"]));
+    assert_eq!(nodes, BTreeSet::from(["driver", "kv", "world"]));
 
     // The pages render the same data.
     let page = c.get(&format!("/runs/{}", f.run)).await;
@@ -120,6 +120,41 @@ async fn lanes_count_every_frame_and_mark_property_failures() {
     assert!(marks
         .iter()
         .any(|m| m["kind"] == "state" && m["label"] == "booted"));
+    assert!(marks
+        .iter()
+        .any(|m| m["kind"] == "state" && m["label"] == "paused" && m["node"] == "kv"));
+    // The planned faults as spans: the partition on both nodes, the pause on kv.
+    let spans: BTreeSet<(String, String, u64, u64)> = lanes["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["node"].as_str().unwrap().to_string(),
+                s["kind"].as_str().unwrap().to_string(),
+                s["from_ns"].as_u64().unwrap(),
+                s["to_ns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let partition = |n: &str| {
+        (
+            n.to_string(),
+            "partition".to_string(),
+            1_500_000_000,
+            1_800_000_000,
+        )
+    };
+    let pause = (
+        "kv".to_string(),
+        "pause".to_string(),
+        2_200_000_000,
+        2_400_000_000,
+    );
+    assert_eq!(
+        spans,
+        BTreeSet::from([partition("driver"), partition("kv"), pause])
+    );
 
     // Zoomed in on 100 ms around the failure: only that window, finer buckets.
     let t = first.as_u64().unwrap();
@@ -228,7 +263,7 @@ async fn perfetto_trace_has_a_track_per_node_and_message_flows() {
         .filter(|e| e["name"] == "thread_name")
         .map(|e| e["args"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(tracks, BTreeSet::from(["driver", "kv"]));
+    assert_eq!(tracks, BTreeSet::from(["driver", "kv", "world"]));
     let starts: BTreeSet<u64> = events
         .iter()
         .filter(|e| e["ph"] == "s")
@@ -241,6 +276,11 @@ async fn perfetto_trace_has_a_track_per_node_and_message_flows() {
         .collect();
     assert!(!ends.is_empty(), "deliveries are paired with sends");
     assert!(ends.iter().all(|id| starts.contains(id)));
+    let faults = events
+        .iter()
+        .filter(|e| e["cat"] == "fault" && e["ph"] == "X")
+        .count();
+    assert_eq!(faults, 3, "the partition on two tracks and the pause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,8 @@
         if (s.node !== node) continue;
         const a = Math.max(LEFT, x(s.from_ns)), b = Math.min(width(), x(Math.max(s.to_ns, s.from_ns + 1)));
         ctx.fillStyle = "rgba(179, 38, 30, .22)"; ctx.fillRect(a, y0 + 2, Math.max(2, b - a), laneH - 4);
-        ctx.fillStyle = "#7a1b15"; ctx.fillText(s.label, a + 3, y0 + 13);
+        // The label only where it fits; the tooltip always has it.
+        if (ctx.measureText(s.label).width + 6 < b - a) { ctx.fillStyle = "#7a1b15"; ctx.fillText(s.label, a + 3, y0 + 13); }
         hits.push({ x0: a, x1: Math.max(a + 2, b), y0, y1: y0 + laneH, text: s.label + " (" + fmt(s.from_ns) + " – " + fmt(s.to_ns) + ")", moment: cfg.timeline + "@" + fmt(s.from_ns) });
       }
       for (const m of data.marks) {

@@ -124,7 +124,7 @@ fn state_view(v: &Value, run: &str) -> Markup {
             }
         }
         h2 { "Last log lines" }
-        div.logs { @for n in v["logs"].as_array().into_iter().flatten() {
+        div.node-logs { @for n in v["logs"].as_array().into_iter().flatten() {
             section.node-log {
                 h3 { (n["node"].as_str().unwrap_or("")) }
                 pre { @for l in n["lines"].as_array().into_iter().flatten() {
@@ -158,6 +158,7 @@ fn state_view(v: &Value, run: &str) -> Markup {
             }
             form.action data-kind="fault" {
                 h3 { "Pause, kill or partition, then continue" }
+                p.hint { "Waits for run-time fault injection in the World (World::inject, not merged yet): until then the cell fails and says so." }
                 label { "fault " select name="fault" { option value="pause" { "pause" } option value="kill" { "kill" } option value="partition" { "partition" } } }
                 label { "node " (node_select("node", &nodes)) }
                 label { "and (partition) " (node_select("other", &nodes)) }

@@ -91,9 +91,10 @@ function check(cond, what) { if (!cond) throw new Error("expected: " + what); }
       page.waitForEvent("download"),
       page.locator("nav.tabs a", { hasText: "export trace" }).click(),
     ]);
-    const file = path.join(shots, "trace.json");
+    const file = path.join(require("os").tmpdir(), `detvm-notebook-trace-${process.pid}.json`);
     await download.saveAs(file);
     const trace = JSON.parse(fs.readFileSync(file, "utf8"));
+    fs.unlinkSync(file);
     check(trace.traceEvents.some((e) => e.name === "thread_name" && e.args.name === "kv"), "a kv track in the trace");
     check(errors.length === 0, "no script errors: " + errors.join("; "));
     console.log("browser test passed: " + ["runs", "triage", "moment", "notebook", "timeline", "logs"].join(", "));

@@ -37,7 +37,8 @@ pub fn detvm() -> PathBuf {
 
 pub struct Fixture {
     pub home: PathBuf,
-    /// A kv run that fails its properties, snapshotted at 1s and 2s.
+    /// A kv run that fails its properties, snapshotted at 1s and 2s, with a partition
+    /// of kv and driver at 1.5s for 300ms and kv paused at 2.2s for 200ms.
     pub run: String,
     pub report: Value,
 }
@@ -80,6 +81,8 @@ pub fn fixture() -> &'static Fixture {
                 "1s,2s",
                 "--var",
                 "KV_BUG=drop-writes",
+                "--faults",
+                "notebook-ui/tests/kv-faults.yaml",
                 "--json",
             ])
             .arg(&json)
