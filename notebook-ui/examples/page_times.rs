@@ -9,7 +9,8 @@
 //!
 //!   cargo run --release -p notebook-ui --example page_times -- --moments HOME RUN T1 T2 ...
 //!
-//! times moment views of a real run instead (replays from its nearest snapshot).
+//! times moment views of a real run instead (replays from its nearest snapshot). With
+//! `PAGE_TIMES_HOME=DIR` the synthetic store is kept in DIR.
 
 use std::path::Path;
 use std::time::Instant;
@@ -173,14 +174,18 @@ async fn main() {
         return;
     }
     let n: u64 = args.first().map(|a| a.parse().unwrap()).unwrap_or(100_000);
+    // PAGE_TIMES_HOME keeps the synthetic store (to open it with `detvm notebook`).
     let dir = tempfile::tempdir().unwrap();
+    let home = std::env::var_os("PAGE_TIMES_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().to_path_buf());
     let start = Instant::now();
-    let run = synthetic(dir.path(), n);
+    let run = synthetic(&home, n);
     println!(
         "synthetic run {run}: {n} events inserted in {} ms",
         start.elapsed().as_millis()
     );
-    let app = notebook_ui::router(dir.path(), None).unwrap();
+    let app = notebook_ui::router(&home, None).unwrap();
     let mid = SPAN_NS / 2;
     let uris = [
         "/".to_string(),

@@ -15,10 +15,13 @@
   const COLORS = { state: "#3d4a66", start: "#1f7a3f", exit: "#e07b00", pass: "#2aa14b", fail: "#b3261e" };
   let data = null, from = null, to = null, start = 0, end = 1, pending = null, seq = 0;
 
+  // 3 decimals at most, trailing zeros (after the point only) dropped: 300s, 1.5ms.
+  function short(x) { return x.toFixed(3).replace(/\.?0+$/, ""); }
   function fmt(ns) {
-    if (ns >= 1e9) return (ns / 1e9).toFixed(ns % 1e9 === 0 ? 0 : 3).replace(/\.?0+$/, "") + "s";
-    if (ns >= 1e6) return (ns / 1e6).toFixed(3).replace(/\.?0+$/, "") + "ms";
-    if (ns >= 1e3) return (ns / 1e3).toFixed(3).replace(/\.?0+$/, "") + "µs";
+    ns = Math.round(ns);
+    if (ns >= 1e9) return short(ns / 1e9) + "s";
+    if (ns >= 1e6) return short(ns / 1e6) + "ms";
+    if (ns >= 1e3) return short(ns / 1e3) + "µs";
     return ns + "ns";
   }
   function width() { return canvas.clientWidth; }
@@ -88,7 +91,7 @@
         ctx.fillStyle = "rgba(179, 38, 30, .22)"; ctx.fillRect(a, y0 + 2, Math.max(2, b - a), laneH - 4);
         // The label only where it fits; the tooltip always has it.
         if (ctx.measureText(s.label).width + 6 < b - a) { ctx.fillStyle = "#7a1b15"; ctx.fillText(s.label, a + 3, y0 + 13); }
-        hits.push({ x0: a, x1: Math.max(a + 2, b), y0, y1: y0 + laneH, text: s.label + " (" + fmt(s.from_ns) + " – " + fmt(s.to_ns) + ")", moment: cfg.timeline + "@" + fmt(s.from_ns) });
+        hits.push({ x0: a, x1: Math.max(a + 2, b), y0, y1: y0 + laneH, text: s.label + " (" + fmt(s.from_ns) + " – " + fmt(s.to_ns) + ")", moment: cfg.timeline + "@" + s.from_ns + "ns" });
       }
       for (const m of data.marks) {
         if (m.node !== node) continue;
