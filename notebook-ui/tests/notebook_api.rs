@@ -416,6 +416,18 @@ async fn cells_exec_file_and_branch_then_rerun_all_gives_the_same_outputs() {
         .unwrap();
     assert_eq!(r["trace_hash"], f.report["trace_hash"]);
 
+    // A moment kept as a cell: the state there.
+    let kept = c
+        .run_cell(run, json!({"kind": "moment", "moment": at}))
+        .await;
+    assert_eq!(kept["status"], "done", "{kept:#}");
+    assert_eq!(kept["output"]["state"]["now_ns"], 1_200_000_000u64);
+    assert_eq!(
+        kept["timeline"],
+        Value::Null,
+        "a moment cell makes no branch"
+    );
+
     // A fault: refused with the reason until the World can inject at run time.
     let fault = c.run_cell(run, json!({"kind": "fault", "moment": at, "fault": {"type": "kill", "node": "kv"}, "run_for": "1s"})).await;
     assert_eq!(fault["status"], "failed");

@@ -46,6 +46,7 @@ async function waitForMoment(el) {
 function actionFrom(form, moment) {
   const f = (name) => (form.elements[name] ? form.elements[name].value : "");
   switch (form.dataset.kind) {
+    case "moment": return { kind: "moment", moment };
     case "exec": return { kind: "exec", moment, node: f("node"), command: f("command"), limit: f("limit") };
     case "file": return { kind: "file", moment, node: f("node"), path: f("path") };
     case "branch": return { kind: "branch", moment, branch: Number(f("branch")), run_for: f("run_for") };

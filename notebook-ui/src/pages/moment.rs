@@ -137,6 +137,11 @@ fn state_view(v: &Value, run: &str) -> Markup {
         p.hint { "Each action runs on a copy of the run (the stored run never changes) and becomes a cell of "
             a href={ "/runs/" (run) "/notebook" } { "the run's notebook" } "; the branch it makes is a timeline you can open, search and replay." }
         div.actions data-run=(run) data-moment=(moment) {
+            form.action data-kind="moment" {
+                h3 { "Keep this moment" }
+                p.hint { "Saves the state shown here as a cell of the notebook." }
+                button type="submit" { "save to notebook" }
+            }
             form.action data-kind="exec" {
                 h3 { "Run a command in a container" }
                 label { "node " (node_select("node", &nodes)) }
