@@ -11,7 +11,10 @@ pkgs=(
   e2fsprogs                                       # compose volumes (ext4 disks)
   qemu-system-x86                                 # regression tests and benchmarks only
   skopeo umoci debootstrap                        # image tests and example images
+  chromium                                        # the notebook's browser test (headless)
 )
+# npm for the browser test's playwright-core (Debian's nodejs when none is installed).
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -21,6 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# playwright-core (no browser download: the test drives Debian's chromium), from the
+# lock file, once.
+browser_tests="$root/notebook-ui/tests/browser"
+if [ ! -f "$browser_tests/node_modules/playwright-core/package.json" ]; then
+  echo "[setup] npm ci in notebook-ui/tests/browser (playwright-core)" >&2
+  (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

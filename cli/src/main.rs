@@ -6,6 +6,7 @@ mod doctor_cmd;
 mod exit;
 mod explore_cmd;
 mod image_cmd;
+mod notebook_cmd;
 mod progress;
 mod report;
 mod run_cmd;
@@ -54,6 +55,9 @@ enum Command {
     Explore(crate::explore_cmd::ExploreArgs),
     /// List the campaigns in the run store.
     Campaigns,
+    /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
+    /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
+    Notebook(crate::notebook_cmd::NotebookArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Runs => crate::run_cmd::list(),
         Command::Explore(args) => crate::explore_cmd::explore(args),
         Command::Campaigns => crate::explore_cmd::list(),
+        Command::Notebook(args) => crate::notebook_cmd::run(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

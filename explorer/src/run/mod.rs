@@ -3,6 +3,7 @@
 //! judged, and everything kept in the run store (docs/runs.md). Everything here is
 //! built on [`Session`].
 
+pub mod actions;
 pub mod check;
 pub mod inputs;
 mod journal;
@@ -37,6 +38,7 @@ pub use session::{
     SessionState,
 };
 pub use setup::service_ip;
+pub use snapshots::list as snapshot_files;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -66,14 +66,36 @@ impl Observer for Collect<'_> {
     }
 }
 
-pub fn replay(
-    opts: &ReplayOptions,
+/// A session stopped at a moment's decision point, with what it took to get there.
+/// The session is a private copy: acting on it (exec, faults, forks) never changes the
+/// stored run. It owns the scratch folder its volumes live in.
+pub struct MomentSession {
+    pub session: Session,
+    pub moment: Moment,
+    pub decision_point_ns: u64,
+    /// `boot`, or the snapshot file it started from.
+    pub started_from: String,
+    pub started_at_ns: u64,
+    /// The first event number the replay produced (the snapshot's next one).
+    pub first_seq: u64,
+    /// Events the replay produced before the decision point.
+    pub events: Vec<StoredEvent>,
+    pub seed: u64,
+    pub duration_ns: u64,
+    _scratch: tempfile::TempDir,
+}
+
+/// Rebuilds a stored run from its inputs and runs it to the decision point of
+/// `moment`, from its latest snapshot at or before it (or from boot with
+/// `from_start`). The run's inputs must be unchanged (its fingerprint).
+pub fn restore_moment(
+    home: &Path,
+    moment: &Moment,
+    from_start: bool,
     observer: &mut dyn Observer,
-) -> Result<ReplaySummary, RunError> {
-    let wall = Instant::now();
-    let moment = &opts.moment;
+) -> Result<MomentSession, RunError> {
     let point = decision_point(moment.vtime_ns);
-    let store = RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
+    let store = RunStore::open(home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
     let record = store
         .run(&moment.run)
         .map_err(|e| RunError::Input(format!("{moment}: {e}")))?;
@@ -86,7 +108,7 @@ pub fn replay(
     }
     let run_dir = store.run_dir(&record.id);
     let inputs = RunInputs::load(&run_dir)?;
-    let run_opts = inputs.options(&opts.home);
+    let run_opts = inputs.options(home);
     let prepared = prepare(&run_opts, observer)?;
     prepared
         .fingerprint()?
@@ -96,7 +118,7 @@ pub fn replay(
         .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
     let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
 
-    let start = (!opts.from_start)
+    let start = (!from_start)
         .then(|| nearest_snapshot(&run_dir, point))
         .flatten();
     let (mut session, started_from) = match &start {
@@ -140,26 +162,47 @@ pub fn replay(
             )))
         }
     }
-    // Events exactly at the decision point belong to the next step; compare before it.
-    let replayed: Vec<StoredEvent> = collect
+    // Events exactly at the decision point belong to the next step.
+    let events = collect
         .events
         .into_iter()
         .filter(|e| e.vtime_ns < point)
         .collect();
-    let stored: Vec<StoredEvent> = store
-        .events(&record.id, started_at_ns, point)
-        .map_err(|e| RunError::Infrastructure(e.to_string()))?
-        .into_iter()
-        .filter(|e| e.seq >= first_seq)
-        .collect();
-    let divergence = check::first_difference(&stored, &replayed);
-    Ok(ReplaySummary {
-        moment: moment.to_string(),
+    Ok(MomentSession {
+        session,
+        moment: moment.clone(),
         decision_point_ns: point,
         started_from,
         started_at_ns,
-        state: session.state(),
-        events_replayed: replayed.len(),
+        first_seq,
+        events,
+        seed: inputs.seed,
+        duration_ns: inputs.duration_ns,
+        _scratch: scratch,
+    })
+}
+
+pub fn replay(
+    opts: &ReplayOptions,
+    observer: &mut dyn Observer,
+) -> Result<ReplaySummary, RunError> {
+    let wall = Instant::now();
+    let at = restore_moment(&opts.home, &opts.moment, opts.from_start, observer)?;
+    let store = RunStore::open(&opts.home).map_err(|e| RunError::Infrastructure(e.to_string()))?;
+    let stored: Vec<StoredEvent> = store
+        .events(&at.moment.run, at.started_at_ns, at.decision_point_ns)
+        .map_err(|e| RunError::Infrastructure(e.to_string()))?
+        .into_iter()
+        .filter(|e| e.seq >= at.first_seq)
+        .collect();
+    let divergence = check::first_difference(&stored, &at.events);
+    Ok(ReplaySummary {
+        moment: at.moment.to_string(),
+        decision_point_ns: at.decision_point_ns,
+        started_from: at.started_from,
+        started_at_ns: at.started_at_ns,
+        state: at.session.state(),
+        events_replayed: at.events.len(),
         divergence,
         wall_ms: wall.elapsed().as_millis() as u64,
     })

@@ -27,6 +27,8 @@ pub struct Session {
     world: World,
     runner: Runner,
     journal: Option<Journal>,
+    /// The next id for a request made from outside the runner ([`Session::exec`]).
+    next_request: u64,
 }
 
 /// A whole session at a step boundary: the World and the runner's state.
@@ -67,6 +69,10 @@ pub struct PropertySoFar {
     pub failures: u64,
 }
 
+/// Exec and file request ids of callers other than the runner start here, far above
+/// the runner's own (which count from 1), so their replies are never confused.
+const OUTSIDE_REQUESTS: u64 = 1 << 48;
+
 /// The first step boundary at or after `vtime_ns`: where a session can stop.
 pub fn decision_point(vtime_ns: u64) -> u64 {
     vtime_ns.div_ceil(STEP_NS) * STEP_NS
@@ -89,6 +95,7 @@ impl Session {
             world,
             runner,
             journal: None,
+            next_request: OUTSIDE_REQUESTS,
         })
     }
 
@@ -112,6 +119,7 @@ impl Session {
             world,
             runner,
             journal: None,
+            next_request: OUTSIDE_REQUESTS,
         })
     }
 
@@ -141,6 +149,13 @@ impl Session {
     /// The World itself, to inject faults or read VMs between steps.
     pub fn world_mut(&mut self) -> &mut World {
         &mut self.world
+    }
+
+    /// A fresh id for an exec or file request sent from outside the runner.
+    pub fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
     }
 
     pub fn runner(&self) -> &Runner {
@@ -281,6 +296,7 @@ impl Session {
             world,
             runner: self.runner.clone(),
             journal: None,
+            next_request: self.next_request,
         })
     }
 

@@ -1,0 +1,217 @@
+//! Measures the notebook's server time per page on a run with many events:
+//!
+//!   cargo run --release -p notebook-ui --example page_times [EVENTS]
+//!
+//! makes a synthetic run store (EVENTS events, default 100,000, over 5 minutes of
+//! virtual time on 5 nodes: frames, log lines, SDK assertions, state changes, faults),
+//! inserted through the engine's RunStore, then times each page and API call through
+//! the router (no network): the median and the slowest of 5.
+//!
+//!   cargo run --release -p notebook-ui --example page_times -- --moments HOME RUN T1 T2 ...
+//!
+//! times moment views of a real run instead (replays from its nearest snapshot). With
+//! `PAGE_TIMES_HOME=DIR` the synthetic store is kept in DIR.
+
+use std::path::Path;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::Request;
+use explorer::properties::{parse_sdk_line, PropertyBook, SdkLine};
+use explorer::store::{RunStatus, RunStore, StoredEvent};
+use serde_json::json;
+use tower::ServiceExt;
+
+const NODES: [&str; 5] = ["db1", "db2", "db3", "client", "proxy"];
+const SPAN_NS: u64 = 300_000_000_000;
+
+fn assertion(id: &str, always: bool, ok: bool) -> String {
+    json!({"antithesis_assert": {
+        "assert_type": if always { "always" } else { "sometimes" }, "display_type": "Always",
+        "condition": ok, "message": id, "id": id, "hit": true, "must_hit": true,
+        "location": {}, "details": {"note": "synthetic"}
+    }})
+    .to_string()
+}
+
+fn synthetic(home: &Path, n: u64) -> String {
+    let mut store = RunStore::open(home).unwrap();
+    let run = store.create_run("synthetic.yaml", 42, "synthetic").unwrap();
+    let mut book = PropertyBook::new();
+    let mut batch = Vec::new();
+    for seq in 0..n {
+        let t = seq * SPAN_NS / n;
+        let node = NODES[(seq % 5) as usize];
+        let other = NODES[((seq + 1) % 5) as usize];
+        let (kind, body) = match seq % 100 {
+            0 => {
+                let line = assertion("replicas agree", true, seq % 700 != 0);
+                if let Ok(SdkLine::Assert(a)) = parse_sdk_line(&line) {
+                    book.record(&a, node, t);
+                }
+                (
+                    "agent",
+                    json!({"type": "agent", "message": {"type": "sdk", "line": line}}),
+                )
+            }
+            1..=14 => (
+                "agent",
+                json!({"type": "agent", "message": {"type": "output", "stream": "stdout",
+                "line": format!("request {seq} served by {node} in {} ms", seq % 17)}}),
+            ),
+            15 if seq % 1000 == 15 => (
+                "state",
+                json!({"type": "state", "state": {"change": "paused"}}),
+            ),
+            16 if seq % 1000 == 16 => (
+                "fault_applied",
+                json!({"type": "fault_applied",
+                "fault": {"type": "partition", "groups": [[node], [other]], "duration": "2s"}}),
+            ),
+            17 if seq % 1000 == 17 => (
+                "fault_healed",
+                json!({"type": "fault_healed",
+                "fault": {"type": "partition", "groups": [[NODES[((seq - 1) % 5) as usize]], [NODES[(seq % 5) as usize]]], "duration": "2s"}}),
+            ),
+            _ => {
+                let action = if seq % 2 == 0 { "sent" } else { "delivered" };
+                (
+                    "frame",
+                    json!({"type": "frame", "action": action, "src": node, "dst": other, "len": 90 + seq % 50, "ethertype": 2048}),
+                )
+            }
+        };
+        batch.push(StoredEvent {
+            seq,
+            vtime_ns: t,
+            node: node.to_string(),
+            kind: kind.to_string(),
+            body,
+        });
+        if batch.len() == 5000 {
+            store.append_events(&run, &batch).unwrap();
+            batch.clear();
+        }
+    }
+    store.append_events(&run, &batch).unwrap();
+    store
+        .finish_run(
+            &run,
+            RunStatus::PropertiesFailed,
+            &book.properties(),
+            SPAN_NS,
+            "0123456789abcdef",
+            None,
+        )
+        .unwrap();
+    run
+}
+
+async fn time(app: &axum::Router, uri: &str) -> (u128, u128, usize) {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let res = app
+            .clone()
+            .oneshot(
+                Request::get(uri)
+                    .header("host", "127.0.0.1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{uri}: {}", res.status());
+        size = axum::body::to_bytes(res.into_body(), 1 << 30)
+            .await
+            .unwrap()
+            .len();
+        times.push(start.elapsed().as_micros());
+    }
+    times.sort();
+    (times[2], times[4], size)
+}
+
+async fn moments(home: &Path, run: &str, times: &[String]) {
+    let app = notebook_ui::router(home, None).unwrap();
+    for t in times {
+        let uri = format!("/api/moments/{run}@{t}?wait=120");
+        let start = Instant::now();
+        let res = app
+            .clone()
+            .oneshot(
+                Request::get(&uri)
+                    .header("host", "127.0.0.1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 30)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        println!(
+            "{run}@{t}: {status} in {} ms wall, from {}",
+            start.elapsed().as_millis(),
+            v["result"]["started_from"]
+                .as_str()
+                .unwrap_or("?")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--moments") {
+        moments(Path::new(&args[1]), &args[2], &args[3..]).await;
+        return;
+    }
+    let n: u64 = args.first().map(|a| a.parse().unwrap()).unwrap_or(100_000);
+    // PAGE_TIMES_HOME keeps the synthetic store (to open it with `detvm notebook`).
+    let dir = tempfile::tempdir().unwrap();
+    let home = std::env::var_os("PAGE_TIMES_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().to_path_buf());
+    let start = Instant::now();
+    let run = synthetic(&home, n);
+    println!(
+        "synthetic run {run}: {n} events inserted in {} ms",
+        start.elapsed().as_millis()
+    );
+    let app = notebook_ui::router(&home, None).unwrap();
+    let mid = SPAN_NS / 2;
+    let uris = [
+        "/".to_string(),
+        format!("/runs/{run}"),
+        format!("/api/runs/{run}"),
+        format!("/runs/{run}/timeline"),
+        format!("/api/runs/{run}/lanes?buckets=1500"),
+        format!("/api/runs/{run}/lanes?buckets=1500&from={}&to={}", mid, mid + 10_000_000_000),
+        format!("/runs/{run}/logs"),
+        format!("/runs/{run}/logs?node=db2&kind=agent.output&text=served"),
+        format!("/api/runs/{run}/events?kind=agent.sdk&text=replicas&op=not_followed_by&b_kind=state&within=5s"),
+        format!("/api/runs/{run}/events?kind=state&op=preceded_by&b_kind=fault_applied&within=1s"),
+        format!("/runs/{run}/notebook"),
+        format!("/api/runs/{run}/export/events.jsonl"),
+        format!("/api/runs/{run}/export/trace.json"),
+    ];
+    println!(
+        "{:<110} {:>9} {:>9} {:>10}",
+        "request", "median ms", "max ms", "bytes"
+    );
+    for uri in uris {
+        let (median, max, size) = time(&app, &uri).await;
+        println!(
+            "{uri:<110} {:>9.1} {:>9.1} {size:>10}",
+            median as f64 / 1000.0,
+            max as f64 / 1000.0
+        );
+    }
+}
