@@ -141,7 +141,8 @@ pub struct Vm {
     pub(crate) cpu_state: Vec<CpuState>,
     pub(crate) platform: Platform,
     pub(crate) virtio: VirtioDevices,
-    pub(crate) _ram: GuestRam,
+    /// Guest RAM: its mapping backs `virtio` and the vCPUs; snapshots freeze and capture it.
+    pub(crate) ram: GuestRam,
     pub(crate) now: VirtualTime,
     pub(crate) time: TimeModel,
     pub(crate) max_quantum: u64,
@@ -236,7 +237,7 @@ impl Vm {
             cpu_state,
             platform,
             virtio,
-            _ram: ram,
+            ram,
             now: VirtualTime::ZERO,
             time: config.time,
             max_quantum: config.max_quantum.max(1),
@@ -414,7 +415,7 @@ impl Vm {
         let mut bridge = IoBridge {
             platform: &mut self.platform,
             virtio: &mut self.virtio,
-            mem: self._ram.memory(),
+            mem: self.ram.memory(),
             trace: &mut self.trace,
             stats: &mut self.stats,
             cpu,
@@ -563,7 +564,7 @@ impl Vm {
 
     /// Delivers queued host input (net RX, console bytes) at this exit.
     fn poll_virtio(&mut self) {
-        self.virtio.poll(self._ram.memory());
+        self.virtio.poll(self.ram.memory());
         drive_virtio_irqs(&mut self.virtio, &mut self.platform);
     }
 }

@@ -15,7 +15,7 @@ impl Vm {
     pub fn snapshot(&mut self) -> Result<VmSnapshot, SnapshotError> {
         // vCPU state first: a backend without snapshots fails before RAM is frozen.
         let state = self.state()?;
-        let memory = MemoryImage::capture(&mut self._ram)?;
+        let memory = MemoryImage::capture(&mut self.ram)?;
         Ok(VmSnapshot { memory, state })
     }
 
@@ -31,7 +31,7 @@ impl Vm {
             })
             .collect::<Result<_, _>>()?;
         Ok(VmState {
-            memory_size: self._ram.size(),
+            memory_size: self.ram.size(),
             vcpus,
             cpu_state: self.cpu_state.clone(),
             platform: self.platform.state(),
@@ -92,7 +92,7 @@ impl Vm {
             cpu_state: state.cpu_state.clone(),
             platform,
             virtio,
-            _ram: ram,
+            ram,
             now: state.now,
             time: state.time,
             max_quantum: state.max_quantum.max(1),
@@ -120,6 +120,6 @@ impl Vm {
 
     /// Guest RAM, for snapshot files (read only between runs).
     pub fn ram(&self) -> &GuestRam {
-        &self._ram
+        &self.ram
     }
 }
