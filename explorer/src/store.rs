@@ -126,6 +126,23 @@ pub struct RunStore {
     conn: Connection,
 }
 
+/// Opens `root/runs.db` (WAL, a busy timeout for concurrent writers) and creates the
+/// tables of `schema` if missing. The run store and the campaign store share the file.
+pub(crate) fn connect(root: &Path, schema: &str) -> Result<Connection, StoreError> {
+    let path = root.join("runs.db");
+    let sql = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(&path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.execute_batch(schema).map_err(sql)?;
+    Ok(conn)
+}
+
 impl RunStore {
     /// Opens (creating) the store under `root` (normally `.detvm`).
     pub fn open(root: &Path) -> Result<RunStore, StoreError> {
@@ -134,17 +151,7 @@ impl RunStore {
             source,
         };
         std::fs::create_dir_all(root.join("runs")).map_err(io)?;
-        let path = root.join("runs.db");
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        let conn = connect(root, SCHEMA)?;
         let store = RunStore {
             root: root.to_path_buf(),
             conn,

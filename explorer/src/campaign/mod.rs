@@ -29,7 +29,7 @@ use vmm::world::{FaultPlan, Span};
 
 use crate::observer::Observer;
 use crate::properties::{Property, Status};
-use crate::run::prepare::prepare;
+use crate::run::prepare::{prepare, Prepared};
 use crate::run::setup::WorldPlan;
 use crate::run::{Ending, RunError, RunOptions, Session, SessionSnapshot};
 use crate::store::StoredEvent;
@@ -163,6 +163,21 @@ pub fn branch_faults(seed: u64, branch: u64, names: &[String], horizon_ns: u64) 
 }
 
 impl Root {
+    fn new(plan: WorldPlan, prepared: &Prepared, horizon_ns: u64) -> Root {
+        Root {
+            plan,
+            seed: prepared.seed,
+            duration_ns: prepared.duration_ns(),
+            horizon_ns,
+            names: prepared
+                .compose
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+        }
+    }
+
     /// A session forked from `parent` as branch `branch`, with the branch's swarm faults
     /// scheduled from the fork moment on.
     fn start_branch(
@@ -316,18 +331,7 @@ pub fn explore(
     let dir = store.dir(&id);
     replay::save_inputs(&dir, &run_opts, &prepared, opts.horizon.as_nanos() as u64)?;
     let plan = prepared.world_plan(opts.run.backend, &dir.join("volumes"))?;
-    let root = Root {
-        plan: plan.clone(),
-        seed: prepared.seed,
-        duration_ns: prepared.duration_ns(),
-        horizon_ns: opts.horizon.as_nanos() as u64,
-        names: prepared
-            .compose
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect(),
-    };
+    let root = Root::new(plan.clone(), &prepared, opts.horizon.as_nanos() as u64);
     observer.info(&format!(
         "campaign {id}, seed {}, horizon {}, {} per round on {} job(s)",
         root.seed,

@@ -13,7 +13,7 @@ use super::{branch_faults, Root, Timeline};
 use crate::moment::{format_vtime, Moment};
 use crate::observer::Observer;
 use crate::run::inputs::RunInputs;
-use crate::run::prepare::{prepare, Prepared};
+use crate::run::prepare::Prepared;
 use crate::run::replay::ReplaySummary;
 use crate::run::{check, decision_point, RunError, RunOptions};
 use crate::store::StoredEvent;
@@ -114,26 +114,11 @@ pub fn replay(
                 dir.join(FILE).display()
             ))
         })?;
-    let run_opts = inputs.options(home);
-    let prepared = prepare(&run_opts, observer)?;
-    prepared
-        .fingerprint()?
-        .same_as(&inputs.fingerprint)
-        .map_err(|e| RunError::Input(format!("{moment}: {e}")))?;
+    let (run_opts, prepared) = inputs.prepare_again(home, &moment.to_string(), observer)?;
     let scratch = tempfile::tempdir()
         .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
-    let root = Root {
-        plan: prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?,
-        seed: prepared.seed,
-        duration_ns: prepared.duration_ns(),
-        horizon_ns: extra.horizon_ns,
-        names: prepared
-            .compose
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect(),
-    };
+    let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
+    let root = Root::new(plan, &prepared, extra.horizon_ns);
     observer.info(&format!(
         "{moment}: the root, then {} fork(s)",
         path.len().saturating_sub(1)

@@ -55,21 +55,11 @@ pub struct CampaignRecord {
 
 impl CampaignStore {
     pub fn open(root: &Path) -> Result<CampaignStore, StoreError> {
-        let path = root.join("runs.db");
         std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
             path: root.to_path_buf(),
             source,
         })?;
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
+        let conn = crate::store::connect(root, SCHEMA)?;
         Ok(CampaignStore {
             root: root.to_path_buf(),
             conn,

@@ -107,6 +107,26 @@ impl RunInputs {
     }
 }
 
+impl RunInputs {
+    /// Prepares the run again from these inputs and refuses, naming what changed, when
+    /// the compose file, fault plan, kernel, agent or an image differ from then.
+    /// `what` names the moment or run in the error.
+    pub fn prepare_again(
+        &self,
+        home: &Path,
+        what: &str,
+        observer: &mut dyn crate::observer::Observer,
+    ) -> Result<(RunOptions, super::prepare::Prepared), RunError> {
+        let opts = self.options(home);
+        let prepared = super::prepare::prepare(&opts, observer)?;
+        prepared
+            .fingerprint()?
+            .same_as(&self.fingerprint)
+            .map_err(|e| RunError::Input(format!("{what}: {e}")))?;
+        Ok((opts, prepared))
+    }
+}
+
 impl Fingerprint {
     /// The first difference from `then` (the run's), as the error a replay stops with.
     pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {

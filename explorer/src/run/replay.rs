@@ -12,7 +12,6 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::inputs::RunInputs;
-use super::prepare::prepare;
 use super::session::{decision_point, Session, SessionState};
 use super::{check, snapshots, RunError};
 use crate::moment::{format_vtime, Moment};
@@ -108,12 +107,7 @@ pub fn restore_moment(
     }
     let run_dir = store.run_dir(&record.id);
     let inputs = RunInputs::load(&run_dir)?;
-    let run_opts = inputs.options(home);
-    let prepared = prepare(&run_opts, observer)?;
-    prepared
-        .fingerprint()?
-        .same_as(&inputs.fingerprint)
-        .map_err(|e| RunError::Input(format!("{moment}: {e}")))?;
+    let (run_opts, prepared) = inputs.prepare_again(home, &moment.to_string(), observer)?;
     let scratch = tempfile::tempdir()
         .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
     let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
