@@ -467,9 +467,23 @@ fn compress(data: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
     zstd::bulk::compress(data, LEVEL).map_err(|e| io_err(path, e))
 }
 
+/// The most a STAT or APP section may decompress to. Real ones are a few MiB (device
+/// and runner state as JSON); a crafted file must not make the loader allocate without
+/// bound before its JSON is even parsed.
+const STATE_SECTION_LIMIT: u64 = 256 << 20;
+
 fn decompress(data: &[u8], path: &Path, section: &str) -> Result<Vec<u8>, SnapshotError> {
-    zstd::stream::decode_all(data)
-        .map_err(|e| file_err(path, format!("section {section}: not valid zstd data: {e}")))
+    let out = decompress_at_most(data, STATE_SECTION_LIMIT + 1, path, section)?;
+    if out.len() as u64 > STATE_SECTION_LIMIT {
+        return Err(file_err(
+            path,
+            format!(
+                "section {section}: decompresses to more than {} MiB; the file is not a detvm snapshot or is damaged",
+                STATE_SECTION_LIMIT >> 20
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// [`decompress`], stopping after `limit` bytes of output.
@@ -715,6 +729,25 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("4097 bytes of pages for 1 pages"), "{err}");
+    }
+
+    #[test]
+    fn state_sections_are_decompressed_no_further_than_their_limit() {
+        let bomb =
+            zstd::bulk::compress(&vec![b' '; (STATE_SECTION_LIMIT + 1) as usize], 1).unwrap();
+        let err = decompress(&bomb, Path::new("x.dsnap"), "STAT")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("section STAT: decompresses to more than 256 MiB"),
+            "{err}"
+        );
+        let fine = zstd::bulk::compress(b"{}", 1).unwrap();
+        assert_eq!(
+            decompress(&fine, Path::new("x.dsnap"), "STAT").unwrap(),
+            b"{}"
+        );
     }
 
     #[test]
