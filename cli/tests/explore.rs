@@ -23,7 +23,7 @@ fn explore(jobs: &str, json: &Path) -> std::process::Output {
 
 /// kv with its planted bug, seed 5, 2 s horizons, 8 branches, plus `extra`.
 fn explore_with(extra: &[&str], json: &Path) -> std::process::Output {
-    let args = [
+    let mut args = vec![
         "explore",
         "examples/kv/docker-compose.yaml",
         "--var",
