@@ -187,7 +187,7 @@ fn a_killed_campaign_resumes_to_the_same_tree() {
         "2",
     ];
     let killed = std::process::Command::new(common::cli::detvm())
-        .args(&args)
+        .args(args)
         .env("DETVM_HOME", home())
         .env("DETVM_TEST_ABORT_AFTER_BRANCHES", "4")
         .current_dir(common::repo_root())
@@ -221,6 +221,64 @@ fn a_killed_campaign_resumes_to_the_same_tree() {
     assert_eq!(a["timelines"], b["timelines"], "the resumed tree differs");
     assert_eq!(findings(&a), findings(&b));
     assert_eq!(a["coverage_keys"], b["coverage_keys"]);
+
+    // The same campaign with its rounds run by an executor of `Worker`s (as worker
+    // processes would: parents read from the snapshot files, results as values).
+    let report = explore_by_workers(3, 6);
+    let c = serde_json::to_value(&report).unwrap();
+    assert_eq!(a["timelines"], c["timelines"], "the workers' tree differs");
+    assert_eq!(findings(&a), findings(&c));
+}
+
+/// A campaign like [`explore_with`]'s whose rounds a [`Worker`] runs, item by item.
+fn explore_by_workers(duration_s: u64, branches: u32) -> explorer::campaign::CampaignReport {
+    use explorer::campaign::item::{ItemResult, WorkItem, Worker};
+    use explorer::campaign::{explore_with, Executor, ExploreOptions};
+    use explorer::observer::Quiet;
+    use explorer::run::{RunError, RunOptions};
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Workers(Option<Worker>);
+    impl Executor for Workers {
+        fn run(&mut self, items: &[WorkItem]) -> Result<Vec<ItemResult>, RunError> {
+            let mut out = Vec::new();
+            for item in items {
+                if self.0.is_none() {
+                    self.0 = Some(Worker::open(home(), &item.campaign, &mut Quiet)?);
+                }
+                let result = self.0.as_mut().unwrap().run(item)?;
+                // As over a queue: only what serializes travels.
+                let wire = serde_json::to_vec(&result).unwrap();
+                out.push(serde_json::from_slice(&wire).unwrap());
+            }
+            Ok(out)
+        }
+    }
+    let opts = ExploreOptions {
+        run: RunOptions {
+            compose: common::repo_root().join("examples/kv/docker-compose.yaml"),
+            seed: Some(5),
+            duration: Some(Duration::from_secs(duration_s)),
+            epoch: None,
+            faults: None,
+            no_faults: true,
+            vars: vec![("KV_BUG".into(), "drop-writes".into())],
+            backend: vmm::backend::BackendKind::Emu,
+            home: home().to_path_buf(),
+            snapshot_at: Vec::new(),
+        },
+        branches: Some(branches),
+        budget: None,
+        horizon: Duration::from_secs(2),
+        jobs: 1,
+        weights: Default::default(),
+        snapshot_cap: explorer::campaign::files::DEFAULT_CAP,
+        resume: None,
+    };
+    let interrupt = std::sync::atomic::AtomicBool::new(false);
+    let mut workers = Workers::default();
+    explore_with(&opts, &mut Quiet, &interrupt, Some(&mut workers)).expect("the campaign runs")
 }
 
 #[test]
