@@ -57,6 +57,11 @@ fn snapshot_file(campaign: &str, t: u64) -> std::path::PathBuf {
         .join(format!("T{t}.dsnap"))
 }
 
+/// Removes a campaign's folder (its snapshot files are tens of MiB) once a test is done.
+fn remove_files(campaign: &str) {
+    let _ = std::fs::remove_dir_all(home().join("campaigns").join(campaign));
+}
+
 /// Replays `moment`, expects identical events, returns the output.
 fn replay_matches(moment: &str) -> String {
     let replay = run_detvm(home(), &["replay", moment]);
@@ -155,6 +160,8 @@ fn a_campaign_finds_the_bug_the_same_way_with_any_jobs_and_replays_it() {
         "{}",
         text(&show)
     );
+    remove_files(campaign_a);
+    remove_files(b["campaign"].as_str().unwrap());
 }
 
 #[test]
@@ -228,6 +235,9 @@ fn a_killed_campaign_resumes_to_the_same_tree() {
     let c = serde_json::to_value(&report).unwrap();
     assert_eq!(a["timelines"], c["timelines"], "the workers' tree differs");
     assert_eq!(findings(&a), findings(&c));
+    for id in [&a["campaign"], &b["campaign"], &c["campaign"]] {
+        remove_files(id.as_str().unwrap());
+    }
 }
 
 /// A campaign like [`explore_with`]'s whose rounds a [`Worker`] runs, item by item.
@@ -335,4 +345,5 @@ fn the_snapshot_cap_prunes_files_and_replays_still_match() {
         "no failing timeline lost its file: {r:#}"
     );
     replay_matches(pruned[0]);
+    remove_files(campaign);
 }

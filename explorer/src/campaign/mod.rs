@@ -283,15 +283,20 @@ pub fn explore_with(
     let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
     let mut store = store::CampaignStore::open(&opts.run.home).map_err(infra)?;
     let (mut c, root, _scratch) = match &opts.resume {
-        None => (start(opts, &mut store)?, None, None),
+        None => {
+            let (mut c, prepared, run_opts) = start(opts, observer, &mut store)?;
+            match c.root_from_start(opts, (&prepared, &run_opts), observer, &mut store) {
+                Ok(root) => (c, root, None),
+                Err(e) => {
+                    let _ = store.set_status(&c.id, "setup_failed");
+                    return Err(e);
+                }
+            }
+        }
         Some(id) => {
             let (c, root, scratch) = resume(id, opts, observer, &mut store)?;
-            (c, Some(root), Some(scratch))
+            (c, root, Some(scratch))
         }
-    };
-    let root = match root {
-        Some(r) => r,
-        None => c.root_from_start(opts, observer, &mut store)?,
     };
     let abort_after: Option<u64> = std::env::var(ABORT_AFTER).ok().and_then(|v| v.parse().ok());
     let mut rng = c.state.pick.resume();
@@ -354,13 +359,24 @@ pub fn explore_with(
 
 /// A new campaign: its id, folder and inputs (the root is booted by
 /// [`Coordinator::root_from_start`]).
-fn start(opts: &ExploreOptions, store: &mut store::CampaignStore) -> Result<Coordinator, RunError> {
+fn start(
+    opts: &ExploreOptions,
+    observer: &mut dyn Observer,
+    store: &mut store::CampaignStore,
+) -> Result<(Coordinator, Prepared, RunOptions), RunError> {
     let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+    let mut run_opts = opts.run.clone();
+    run_opts.no_faults = true;
+    run_opts.faults = None;
+    let prepared = prepare(&run_opts, observer)?;
+    for w in &prepared.compose.warnings {
+        observer.warning(&w.to_string());
+    }
     let compose = opts.run.compose.display().to_string();
-    let seed = opts.run.seed.unwrap_or(0);
+    let seed = prepared.seed;
     let id = store.create(&compose, seed).map_err(infra)?;
     let dir = store.dir(&id);
-    Ok(Coordinator {
+    let c = Coordinator {
         state: CampaignState {
             inputs_key: String::new(),
             frontier: Frontier::default(),
@@ -377,7 +393,8 @@ fn start(opts: &ExploreOptions, store: &mut store::CampaignStore) -> Result<Coor
         cache: BTreeMap::new(),
         compose,
         seed,
-    })
+    };
+    Ok((c, prepared, run_opts))
 }
 
 /// A campaign to go on with: its state as its last round committed it, its inputs
@@ -426,24 +443,15 @@ impl Coordinator {
     fn root_from_start(
         &mut self,
         opts: &ExploreOptions,
+        (prepared, run_opts): (&Prepared, &RunOptions),
         observer: &mut dyn Observer,
         store: &mut store::CampaignStore,
     ) -> Result<Root, RunError> {
         let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
-        let mut run_opts = opts.run.clone();
-        run_opts.no_faults = true;
-        run_opts.faults = None;
-        let prepared = prepare(&run_opts, observer)?;
-        for w in &prepared.compose.warnings {
-            observer.warning(&w.to_string());
-        }
         let horizon_ns = opts.horizon.as_nanos() as u64;
-        self.state.inputs_key = replay::save_inputs(&self.dir, &run_opts, &prepared, horizon_ns)?;
+        self.state.inputs_key = replay::save_inputs(&self.dir, run_opts, prepared, horizon_ns)?;
         let plan = prepared.world_plan(opts.run.backend, &self.dir.join("volumes"))?;
-        let root = Root::new(plan, &prepared, horizon_ns);
-        // The seed may come from the compose file: the pick stream follows the real one.
-        self.seed = root.seed;
-        self.state.pick = StreamState::of(&pick_stream(root.seed));
+        let root = Root::new(plan, prepared, horizon_ns);
         observer.info(&format!(
             "campaign {}, seed {}, horizon {}, {} per round on {} job(s)",
             self.id,

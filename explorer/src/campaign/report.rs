@@ -252,3 +252,72 @@ pub fn stored(home: &std::path::Path, id: &str) -> Result<CampaignReport, RunErr
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::properties::{Location, Sighting};
+
+    fn timeline(id: u64, parent: Option<u64>, from_ns: u64, end_ns: u64) -> Timeline {
+        Timeline {
+            id,
+            parent,
+            from_ns,
+            branch: parent.map(|_| id),
+            end_ns,
+            finished: false,
+            score: 0.0,
+            faults: String::new(),
+            failed: vec!["p".into()],
+            error: None,
+        }
+    }
+
+    fn failing_at(vtime_ns: u64) -> Property {
+        Property {
+            id: "p".into(),
+            message: "p holds".into(),
+            kind: "always".into(),
+            display_type: "Always".into(),
+            must_hit: false,
+            location: Location::default(),
+            passes: 0,
+            failures: 1,
+            first_failure: Some(Sighting {
+                service: "db".into(),
+                vtime_ns,
+                details: serde_json::Value::Null,
+            }),
+            first_pass: None,
+            status: Status::Failed,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn examples_name_the_timeline_a_failure_happened_in_earliest_first() {
+        // T1 fails at 5; T2 and T3 inherit that failure from T1; T4 fails itself at 3.
+        let timelines = vec![
+            timeline(1, None, 0, 10),
+            timeline(2, Some(1), 10, 20),
+            timeline(3, Some(2), 20, 30),
+            timeline(4, None, 0, 10),
+        ];
+        let props = vec![
+            vec![failing_at(5)],
+            vec![failing_at(5)],
+            vec![failing_at(5)],
+            vec![failing_at(3)],
+        ];
+        let s = summarize("c", &timelines, &props);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].failing, 4);
+        assert_eq!(
+            s[0].examples,
+            vec!["c/T4@0.000000003s", "c/T1@0.000000005s"]
+        );
+        assert_eq!(s[0].first_failure.as_deref(), Some("c/T4@0.000000003s"));
+        let first = first_failures(&timelines, &props);
+        assert_eq!(first["p"], (4, "db".to_string(), 3));
+    }
+}
