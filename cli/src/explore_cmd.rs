@@ -29,17 +29,17 @@ pub struct ExploreArgs {
     pub resume: Option<String>,
     /// The campaign seed: the root's world seed, the picks and every branch seed
     /// (default: `x-detvm.seed`, else 0).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub seed: Option<u64>,
     /// Virtual time of a whole run: a branch past it is played to its end and judged
     /// (default: `x-detvm.duration`, else 1m).
-    #[arg(long, value_parser = explorer::compose::parse_duration)]
+    #[arg(long, conflicts_with = "resume", value_parser = explorer::compose::parse_duration)]
     pub duration: Option<Duration>,
     /// Wall clock at power-on: Unix seconds or RFC 3339 (default: `x-detvm.epoch`).
-    #[arg(long, value_parser = parse_epoch)]
+    #[arg(long, conflicts_with = "resume", value_parser = parse_epoch)]
     pub epoch: Option<i64>,
     /// `KEY=value` for `${KEY}` in the compose file (wins over `.env`); repeatable.
-    #[arg(long = "var", value_parser = parse_var)]
+    #[arg(long = "var", conflicts_with = "resume", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
     /// CPU backend: `emu` (default, any host) or `kvm`.
     #[arg(long, default_value = "emu", value_parser = parse_backend)]
@@ -51,8 +51,9 @@ pub struct ExploreArgs {
     /// Stop after this much wall time, e.g. `10m`; the report says how many branches ran.
     #[arg(long, value_parser = explorer::compose::parse_duration)]
     pub budget: Option<Duration>,
-    /// Virtual time each branch runs before it may be branched again.
-    #[arg(long, default_value = "3s", value_parser = explorer::compose::parse_duration)]
+    /// Virtual time each branch runs before it may be branched again (with `--resume`,
+    /// the campaign's own).
+    #[arg(long, default_value = "3s", conflicts_with = "resume", value_parser = explorer::compose::parse_duration)]
     pub horizon: Duration,
     /// Branches run in parallel (default: the host's cores). The tree does not depend on it.
     #[arg(long)]
