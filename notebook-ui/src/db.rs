@@ -54,6 +54,7 @@ impl Db {
     /// notebook's tables; cells left running by a server that is gone are marked failed.
     pub fn open(home: &Path) -> Result<Db, AppError> {
         explorer::store::RunStore::open(home)?;
+        explorer::campaign::store::CampaignStore::open(home)?;
         let db = Db {
             home: home.to_path_buf(),
         };

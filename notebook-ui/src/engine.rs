@@ -116,6 +116,9 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
             at.divergence = None;
             Ok(at)
         }
+        Source::Campaign { .. } => Err(format!(
+            "{moment}: acting from a campaign's moments is not available yet; open its moment page to see the state there"
+        )),
     }
 }
 
@@ -220,6 +223,9 @@ pub fn moment_view(
     moment: &Moment,
     progress: &mut Progress,
 ) -> Result<MomentView, String> {
+    if moment.run.contains('/') {
+        return campaign_moment_view(db, moment, progress);
+    }
     let at = open(db, moment, progress)?;
     let state = at.base.session.state();
     let point = decision_point(moment.vtime_ns);
@@ -234,6 +240,31 @@ pub fn moment_view(
         state: serde_json::to_value(&state).expect("state serializes"),
         logs,
         divergence: at.divergence.clone(),
+    })
+}
+
+/// A campaign timeline's moment, rebuilt by the campaign replay (the root booted and
+/// set up, then each fork on the path from the root, then the timeline to the moment)
+/// and checked against the events the campaign stored.
+fn campaign_moment_view(
+    db: &Db,
+    moment: &Moment,
+    progress: &mut Progress,
+) -> Result<MomentView, String> {
+    let summary = explorer::campaign::replay::replay(db.home(), moment, progress)
+        .map_err(|e| e.to_string())?;
+    let point = summary.decision_point_ns;
+    let nodes: Vec<String> = summary.state.nodes.iter().map(|n| n.name.clone()).collect();
+    let logs = node_lines(db, &moment.run, &nodes, point).map_err(|e| e.message)?;
+    Ok(MomentView {
+        moment: events::moment_of(&moment.run, moment.vtime_ns),
+        timeline: moment.run.clone(),
+        decision_point_ns: point,
+        started_from: summary.started_from,
+        started_at_ns: summary.started_at_ns,
+        state: serde_json::to_value(&summary.state).expect("state serializes"),
+        logs,
+        divergence: Some(summary.divergence),
     })
 }
 

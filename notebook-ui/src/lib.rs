@@ -5,6 +5,9 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod campaign_api;
+pub mod campaign_search;
+pub mod campaigns;
 pub mod cells;
 pub mod db;
 pub mod engine;

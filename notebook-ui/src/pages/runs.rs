@@ -69,7 +69,14 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
         })
         .await?;
     let rec = &v["record"];
-    let title = format!("{} {}", if tl.is_run() { "run" } else { "branch" }, tl.id);
+    let kind = if tl.is_run() {
+        "run"
+    } else if tl.is_campaign() {
+        "timeline"
+    } else {
+        "branch"
+    };
+    let title = format!("{kind} {}", tl.id);
     let cells = v["cells"].as_array().cloned().unwrap_or_default();
     let branches: Vec<&Value> = cells.iter().filter(|c| !c["timeline"].is_null()).collect();
     Ok(layout(
@@ -120,6 +127,22 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
                             }
                         }
                     }
+                }
+            } @else if tl.is_campaign() {
+                dl.facts {
+                    dt { "campaign" } dd { a href={ "/campaigns/" (tl.run) } { (tl.run) } }
+                    dt { "from" } dd {
+                        @match v["parent"].as_str() {
+                            Some(p) => { (moment_link(p)) " as branch " (rec["branch"]) },
+                            None => "the root: booted and set up, no faults",
+                        }
+                    }
+                    dt { "ends" } dd { (vtime(v["end_ns"].as_u64().unwrap_or(0))) @if rec["finished"] == true { " (played to the run's end and judged)" } }
+                    dt { "end moment" } dd { (moment_link(&format!("{}@{}", tl.id, vtime(v["end_ns"].as_u64().unwrap_or(0))))) }
+                    dt { "novelty score" } dd { (rec["score"]) }
+                    dt { "faults" } dd { code { (rec["faults"].as_str().unwrap_or("")) } }
+                    dt { "failed properties" } dd { (rec["failed"].as_array().map(|f| f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }
+                    @if let Some(e) = rec["error"].as_str() { dt { "error" } dd.error { (e) } }
                 }
             } @else {
                 @let cell = rec;
