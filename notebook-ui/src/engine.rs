@@ -14,7 +14,6 @@ use std::time::Instant;
 use explorer::moment::{format_vtime, parse_vtime, Moment};
 use explorer::observer::Observer;
 use explorer::run::actions::ExecResult;
-use explorer::run::replay::{restore_moment, MomentSession};
 use explorer::run::{decision_point, Ending, Session};
 use explorer::store::{RunStore, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -24,6 +23,7 @@ use crate::db::Db;
 use crate::error::AppError;
 use crate::events::{self, EventRow};
 use crate::faults;
+use crate::moments::Restored;
 use crate::timeline::{self, Source};
 
 /// How long an exec or file request may take (virtual) unless the cell says otherwise.
@@ -65,7 +65,7 @@ impl Observer for Progress {
 /// A private session at a moment: the restored run (its session, and the scratch
 /// folder its volumes live in), moved on to the moment asked for.
 pub struct At {
-    pub base: MomentSession,
+    pub base: Restored,
     /// A stored run's replay compared with the run; `None` for branches.
     pub divergence: Option<Option<String>>,
 }
@@ -79,7 +79,7 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
     match &timeline.source {
         Source::Run(_) => {
             let base =
-                restore_moment(db.home(), moment, false, observer).map_err(|e| e.to_string())?;
+                db.moments.restore(db.home(), moment, observer)?;
             let stored: Vec<StoredEvent> = store
                 .events(&moment.run, base.started_at_ns, base.decision_point_ns)
                 .map_err(|e| e.to_string())?

@@ -16,6 +16,7 @@ pub mod events;
 pub mod export;
 pub mod faults;
 pub mod jobs;
+pub mod moments;
 pub mod notebook;
 pub mod pages;
 pub mod search;

@@ -68,6 +68,9 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
             Ok((tl, v))
         })
         .await?;
+    if tl.is_run() {
+        warm(&state, &tl.id);
+    }
     let rec = &v["record"];
     let kind = if tl.is_run() {
         "run"
@@ -183,4 +186,17 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
             }
         },
     ))
+}
+
+/// Fills the moment cache for `run` in the background (a replay of the whole run that
+/// keeps a snapshot every second), so its moments open fast; one at a time per run.
+fn warm(state: &AppState, run: &str) {
+    let db = state.db.clone();
+    let run = run.to_string();
+    state.jobs.start(&format!("warm:{run}"), false, move |vtime| {
+        let mut progress = crate::engine::Progress::new(vtime, false);
+        db.moments
+            .warm(db.home(), &run, &mut progress)
+            .map(|()| serde_json::Value::Null)
+    });
 }
