@@ -11,6 +11,11 @@
 //!
 //! times moment views of a real run instead (replays from its nearest snapshot). With
 //! `PAGE_TIMES_HOME=DIR` the synthetic store is kept in DIR.
+//!
+//!   cargo run --release -p notebook-ui --example page_times -- --moment-cache HOME RUN
+//!
+//! times the moment cache on a real run: a cold moment, stepping and rewinding near it,
+//! then the whole run warmed (as opening its page does) and moments anywhere.
 
 use std::path::Path;
 use std::time::Instant;
@@ -166,9 +171,55 @@ async fn moments(home: &Path, run: &str, times: &[String]) {
     }
 }
 
+/// Wall time of one moment view through the engine (as the API computes it).
+fn time_one(db: &notebook_ui::db::Db, run: &str, t: &str, what: &str) {
+    let moment: explorer::moment::Moment = format!("{run}@{t}").parse().unwrap();
+    let (view, ms) = notebook_ui::engine::time_moment(db, &moment).unwrap();
+    assert!(
+        view.divergence == Some(None),
+        "{moment}: the replay differs from the run: {:?}",
+        view.divergence
+    );
+    let (kept, bytes) = db.moments.size();
+    println!(
+        "| {what} | {t} | {} | {:.2} s | {kept} kept, {} MiB |",
+        view.started_from.rsplit('/').next().unwrap_or(""),
+        ms as f64 / 1000.0,
+        bytes >> 20
+    );
+}
+
+fn moment_cache(home: &Path, run: &str) {
+    let db = notebook_ui::db::Db::open(home).unwrap();
+    println!("| case | moment | replayed from | wall | cache after |\n|---|---|---|---|---|");
+    time_one(&db, run, "15s", "cold (fresh server)");
+    time_one(&db, run, "16s", "step +1s");
+    time_one(&db, run, "14s", "rewind -2s");
+    time_one(&db, run, "14.5s", "step +0.5s");
+    time_one(&db, run, "19.99s", "jump to 19.99s");
+    db.moments.clear();
+    time_one(&db, run, "19.99s", "cold (fresh server)");
+    let start = Instant::now();
+    let mut quiet = notebook_ui::engine::Progress::new(Default::default(), false);
+    db.moments.warm(home, run, &mut quiet).unwrap();
+    let (kept, bytes) = db.moments.size();
+    println!(
+        "| warming the whole run (opening its page) | | | {:.2} s | {kept} kept, {} MiB |",
+        start.elapsed().as_secs_f64(),
+        bytes >> 20
+    );
+    for t in ["5s", "9.99s", "29.99s", "37.5s", "52.3s"] {
+        time_one(&db, run, t, "warm");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--moment-cache") {
+        moment_cache(Path::new(&args[1]), &args[2]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--moments") {
         moments(Path::new(&args[1]), &args[2], &args[3..]).await;
         return;

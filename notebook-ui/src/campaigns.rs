@@ -215,11 +215,29 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
     out
 }
 
+/// The earliest of the report's failing example moments in timeline `t`, if any.
+fn first_failure(examples: &[&str], campaign: &str, t: u64) -> Option<String> {
+    let prefix = format!("{campaign}/T{t}@");
+    examples
+        .iter()
+        .filter(|m| m.starts_with(&prefix))
+        .filter_map(|m| {
+            let moment: explorer::moment::Moment = m.parse().ok()?;
+            Some((moment.vtime_ns, m.to_string()))
+        })
+        .min()
+        .map(|(_, m)| m)
+}
+
 /// Everything the campaign page shows, as `/api/campaigns/C` answers it.
 pub fn detail(conn: &Connection, id: &str) -> Result<Value, AppError> {
     let (compose, seed, started_at, status, report) = record(conn, id)?;
     let timelines = timelines_after(conn, id, None)?;
     let props = properties(report.as_ref(), &timelines);
+    let examples: Vec<&str> = props
+        .iter()
+        .flat_map(|p| p.examples.iter().map(String::as_str))
+        .collect();
     let failing = timelines.iter().filter(|t| !t.failed.is_empty()).count();
     let virtual_ns: u64 = timelines.iter().map(|t| t.end_ns - t.from_ns).sum();
     Ok(json!({
@@ -228,7 +246,11 @@ pub fn detail(conn: &Connection, id: &str) -> Result<Value, AppError> {
         "seed": seed,
         "started_at": started_at,
         "status": status,
-        "timelines": timelines.iter().map(|t| timeline_json(id, t)).collect::<Vec<_>>(),
+        "timelines": timelines.iter().map(|t| {
+            let mut v = timeline_json(id, t);
+            v["failure_moment"] = json!(first_failure(&examples, id, t.id));
+            v
+        }).collect::<Vec<_>>(),
         "branches": timelines.len().saturating_sub(1),
         "failing_timelines": failing,
         "finished_timelines": timelines.iter().filter(|t| t.finished).count(),

@@ -34,7 +34,7 @@
       head.append(" root (boot and setup)");
     }
     head.append(" → " + vt(t.end_ns) + " · score " + t.score.toFixed(1) + " · ",
-      el("a", { class: "tl-moment", href: "/moments/" + t.end_moment }, "moment"), " · ",
+      el("a", { class: "tl-moment", href: "/moments/" + t.end_moment }, "end moment"), " · ",
       el("a", { href: "/runs/" + t.timeline + "/logs" }, "events"));
     if (t.failed && t.failed.length) head.append(" · ", el("span", { class: "error" }, "failed: " + t.failed.join("; ")));
     if (t.error) head.append(" · ", el("span", { class: "error" }, t.error));

@@ -120,7 +120,10 @@ fn timeline_item(t: &Value) -> Markup {
             } @else { " root (boot and setup)" }
             " → " (vtime(t["end_ns"].as_u64().unwrap_or(0)))
             " · score " (format!("{:.1}", t["score"].as_f64().unwrap_or(0.0)))
-            " · " a.tl-moment href={ "/moments/" (t["end_moment"].as_str().unwrap_or("")) } { "moment" }
+            " · " a.tl-moment href={ "/moments/" (t["end_moment"].as_str().unwrap_or("")) } { "end moment" }
+            @if let Some(m) = t["failure_moment"].as_str() {
+                " · " a.tl-failure href={ "/moments/" (m) } { "failure at " (m.rsplit('@').next().unwrap_or("")) }
+            }
             " · " a href={ "/runs/" (id) "/logs" } { "events" }
             @if let Some(f) = t["failed"].as_array().filter(|f| !f.is_empty()) {
                 " · " span.error { "failed: " (f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")) }
@@ -186,7 +189,7 @@ pub async fn campaign_page(State(state): State<AppState>, Path(id): Path<String>
             h2 { "Tree of timelines" }
             p.hint {
                 "Each branch forks from its parent's end with new randomness (branch id) and new faults. "
-                "Its link opens its triage; moment opens its end, rebuilt from the root by the campaign's path of forks."
+                "Its link opens its triage; its moments (its end, and a failing property's example in it) are rebuilt from the root by the campaign's path of forks."
                 @if status == "running" { " New timelines appear here as the campaign stores them." }
             }
             p #live-state.hint {}
