@@ -27,8 +27,11 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<CampaignR
 }
 
 pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let home = state.db.home().to_path_buf();
     Ok(Json(
-        state.read(move |conn, _| campaigns::detail(conn, &id)).await?,
+        state
+            .read(move |conn, _| campaigns::detail(conn, &home, &id))
+            .await?,
     ))
 }
 

@@ -167,6 +167,8 @@ pub struct CampaignProperty {
     /// The earliest failing moment (`C/T@VTIME`), when known.
     pub first_failure: Option<String>,
     pub examples: Vec<String>,
+    /// The failing service's last log lines up to the first failure (the report's).
+    pub logs: Vec<String>,
 }
 
 fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignProperty> {
@@ -188,13 +190,22 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
                     status: p["status"].as_str().unwrap_or("").to_string(),
                     passing: p["passing"].as_u64(),
                     failing: p["failing"].as_u64().unwrap_or(0),
-                    first_failure: examples.first().cloned(),
+                    first_failure: p["first_failure"]
+                        .as_str()
+                        .map(String::from)
+                        .or_else(|| examples.first().cloned()),
                     examples,
+                    logs: p["logs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect(),
                 }
             })
             .collect();
     }
-    // Running: what failed so far, by the timelines' own lists.
+    // Running, before its first committed round has a report: what failed so far.
     let mut out: Vec<CampaignProperty> = Vec::new();
     for t in timelines {
         for f in &t.failed {
@@ -208,6 +219,7 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
                     failing: 1,
                     first_failure: None,
                     examples: Vec::new(),
+                    logs: Vec::new(),
                 }),
             }
         }
@@ -229,14 +241,23 @@ fn first_failure(examples: &[&str], campaign: &str, t: u64) -> Option<String> {
         .map(|(_, m)| m)
 }
 
-/// Everything the campaign page shows, as `/api/campaigns/C` answers it.
-pub fn detail(conn: &Connection, id: &str) -> Result<Value, AppError> {
-    let (compose, seed, started_at, status, report) = record(conn, id)?;
+/// Everything the campaign page shows, as `/api/campaigns/C` answers it. A finished
+/// campaign's report is the stored one; a running campaign's is built by the engine
+/// from the rounds committed so far (`report::stored`: properties judged so far,
+/// findings against the previous campaign), absent before the first round.
+pub fn detail(conn: &Connection, home: &std::path::Path, id: &str) -> Result<Value, AppError> {
+    let (compose, seed, started_at, status, stored) = record(conn, id)?;
+    let report = match stored {
+        Some(r) if status != "running" => Some(r),
+        _ => explorer::campaign::report::stored(home, id)
+            .ok()
+            .map(|r| serde_json::to_value(r).expect("reports serialize")),
+    };
     let timelines = timelines_after(conn, id, None)?;
     let props = properties(report.as_ref(), &timelines);
     let examples: Vec<&str> = props
         .iter()
-        .flat_map(|p| p.examples.iter().map(String::as_str))
+        .flat_map(|p| p.first_failure.iter().chain(&p.examples).map(String::as_str))
         .collect();
     let failing = timelines.iter().filter(|t| !t.failed.is_empty()).count();
     let virtual_ns: u64 = timelines.iter().map(|t| t.end_ns - t.from_ns).sum();

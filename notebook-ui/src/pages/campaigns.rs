@@ -67,7 +67,13 @@ fn properties(v: &Value) -> Markup {
                 tr class=(if failed { "failed" } else { "" }) {
                     td { (status_badge(p["status"].as_str().unwrap_or(""))) }
                     td { (p["kind"].as_str().unwrap_or("")) }
-                    td { (p["message"].as_str().unwrap_or("")) }
+                    td {
+                        (p["message"].as_str().unwrap_or(""))
+                        @if let Some(logs) = p["logs"].as_array().filter(|l| !l.is_empty()) {
+                            details.logs { summary { "last log lines before the first failure" }
+                                pre { @for l in logs { (l.as_str().unwrap_or("")) "\n" } } }
+                        }
+                    }
                     td.num { (p["passing"].as_u64().map(|n| n.to_string()).unwrap_or_default()) }
                     td.num { (p["failing"]) }
                     td.first-failure { @if let Some(m) = p["first_failure"].as_str() { (moment_link(m)) } }
@@ -91,20 +97,31 @@ fn findings(v: &Value) -> Markup {
             } @else { "No findings." } }
         } @else {
             table.findings {
-                thead { tr { th { "finding" } th { "property" } th { "moment" } } }
+                thead { tr { th { "finding" } th { "property" } th { "against" } th { "moment" } } }
                 tbody { @for f in &list {
                     @let status = f["status"].as_str().or(f["kind"].as_str()).unwrap_or("");
                     tr class=(if status.eq_ignore_ascii_case("resolved") { "" } else { "failed" }) {
                         td { span class={ "badge finding " (status.to_ascii_lowercase()) } { (status) } }
                         td { (f["message"].as_str().or(f["property"].as_str()).or(f["id"].as_str()).unwrap_or("")) }
-                        td { @for key in ["moment", "example", "first_failure"] {
-                            @if let Some(m) = f[key].as_str() { (moment_link(m)) }
+                        td { @match f["previous"].as_str() {
+                            Some(p) => a href={ "/campaigns/" (p) } { (p) },
+                            None => "no earlier campaign",
                         } }
+                        td { @if let Some(m) = first_failure_of(v, f) { (moment_link(m)) } }
                     }
                 } }
             }
         }
     }
+}
+
+/// A finding's property's first failing moment in this campaign (none if resolved).
+fn first_failure_of<'a>(v: &'a Value, finding: &Value) -> Option<&'a str> {
+    v["properties"]
+        .as_array()?
+        .iter()
+        .find(|p| p["message"] == finding["message"])?["first_failure"]
+        .as_str()
 }
 
 /// One timeline of the tree (the script draws new ones the same way).
@@ -154,9 +171,9 @@ fn tree(timelines: &[Value], parent: Option<u64>) -> Markup {
 }
 
 pub async fn campaign_page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
-    let c = id.clone();
+    let (c, home) = (id.clone(), state.db.home().to_path_buf());
     let v = state
-        .read(move |conn, _| campaigns::detail(conn, &c))
+        .read(move |conn, _| campaigns::detail(conn, &home, &c))
         .await?;
     let timelines = v["timelines"].as_array().cloned().unwrap_or_default();
     let last = timelines.iter().filter_map(|t| t["id"].as_u64()).max();
@@ -182,7 +199,7 @@ pub async fn campaign_page(State(state): State<AppState>, Path(id): Path<String>
             }
             h2 { "Properties across the campaign" }
             @if status == "running" {
-                p.hint { "While the campaign runs: what failed so far, by timeline. The judged table comes with its report at the end." }
+                p.hint { "While the campaign runs: judged over the rounds committed so far; the final table comes with its report at the end." }
             }
             (properties(&v))
             (findings(&v))
