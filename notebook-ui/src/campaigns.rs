@@ -171,6 +171,22 @@ pub struct CampaignProperty {
     pub logs: Vec<String>,
 }
 
+/// Whether moment `C/Tn@VTIME` lies inside timeline n (its fork moment to its end).
+fn inside(moment: &str, timelines: &[Timeline]) -> bool {
+    let Ok(m) = moment.parse::<explorer::moment::Moment>() else {
+        return false;
+    };
+    let point = explorer::run::decision_point(m.vtime_ns);
+    m.run
+        .rsplit_once("/T")
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .and_then(|n| timelines.iter().find(|t| t.id == n))
+        .is_some_and(|t| point >= t.from_ns && point <= t.end_ns)
+}
+
+/// The report's properties, or what failed so far. Example moments outside their
+/// timeline (a failure a branch inherited from its ancestor, named with the branch) are
+/// left out: their replay would be refused.
 fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignProperty> {
     if let Some(report) = report {
         return report["properties"]
@@ -183,6 +199,7 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
                     .into_iter()
                     .flatten()
                     .filter_map(|e| e.as_str().map(String::from))
+                    .filter(|m| inside(m, timelines))
                     .collect();
                 CampaignProperty {
                     message: p["message"].as_str().unwrap_or("").to_string(),
@@ -192,6 +209,7 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
                     failing: p["failing"].as_u64().unwrap_or(0),
                     first_failure: p["first_failure"]
                         .as_str()
+                        .filter(|m| inside(m, timelines))
                         .map(String::from)
                         .or_else(|| examples.first().cloned()),
                     examples,
@@ -227,15 +245,18 @@ fn properties(report: Option<&Value>, timelines: &[Timeline]) -> Vec<CampaignPro
     out
 }
 
-/// The earliest of the report's failing example moments in timeline `t`, if any.
-fn first_failure(examples: &[&str], campaign: &str, t: u64) -> Option<String> {
-    let prefix = format!("{campaign}/T{t}@");
+/// The earliest of the report's failing example moments in timeline `t`, if any. Only
+/// moments inside the timeline count (a report may name a branch with the moment of a
+/// failure it inherited from an ancestor, before the branch's fork).
+fn first_failure(examples: &[&str], campaign: &str, t: &Timeline) -> Option<String> {
+    let prefix = format!("{campaign}/T{}@", t.id);
     examples
         .iter()
         .filter(|m| m.starts_with(&prefix))
         .filter_map(|m| {
             let moment: explorer::moment::Moment = m.parse().ok()?;
-            Some((moment.vtime_ns, m.to_string()))
+            let point = explorer::run::decision_point(moment.vtime_ns);
+            (point >= t.from_ns && point <= t.end_ns).then(|| (moment.vtime_ns, m.to_string()))
         })
         .min()
         .map(|(_, m)| m)
@@ -269,7 +290,7 @@ pub fn detail(conn: &Connection, home: &std::path::Path, id: &str) -> Result<Val
         "status": status,
         "timelines": timelines.iter().map(|t| {
             let mut v = timeline_json(id, t);
-            v["failure_moment"] = json!(first_failure(&examples, id, t.id));
+            v["failure_moment"] = json!(first_failure(&examples, id, t));
             v
         }).collect::<Vec<_>>(),
         "branches": timelines.len().saturating_sub(1),

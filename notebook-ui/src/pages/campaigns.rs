@@ -77,7 +77,7 @@ fn properties(v: &Value) -> Markup {
                     td.num { (p["passing"].as_u64().map(|n| n.to_string()).unwrap_or_default()) }
                     td.num { (p["failing"]) }
                     td.first-failure { @if let Some(m) = p["first_failure"].as_str() { (moment_link(m)) } }
-                    td { @for e in p["examples"].as_array().into_iter().flatten().skip(1) {
+                    td { @for e in p["examples"].as_array().into_iter().flatten().filter(|e| **e != p["first_failure"]) {
                         (moment_link(e.as_str().unwrap_or(""))) " "
                     } }
                 }
@@ -226,11 +226,17 @@ pub async fn campaign_logs_page(
     let (status, nodes, found) = state
         .read(move |conn, _| {
             let status = campaigns::status(conn, &c)?;
-            let mut stmt =
-                conn.prepare_cached("SELECT DISTINCT node FROM timeline_events WHERE campaign = ?1 ORDER BY node")?;
-            let nodes = stmt
+            // Every node boots in the root (T0), so its events name them all (reading
+            // one timeline, not the whole campaign); `world` holds network faults.
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT node FROM timeline_events WHERE campaign = ?1 AND timeline = 0 ORDER BY node",
+            )?;
+            let mut nodes = stmt
                 .query_map([&c], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
+            if !nodes.iter().any(|n| n == "world") {
+                nodes.push("world".to_string());
+            }
             Ok((status, nodes, campaign_search::search(conn, &c, &query)))
         })
         .await?;

@@ -52,7 +52,7 @@ function check(cond, what) { if (!cond) throw new Error("expected: " + what); }
     await page.getByRole("heading", { name: "Services and VMs" }).waitFor({ timeout: 600000 });
     const mtext = await page.textContent("body");
     check(mtext.includes("replayed events identical to the run's"), "the campaign replay matches the stored timeline");
-    check(mtext.includes("boot, then the path T0"), "rebuilt from the root by its path");
+    check(mtext.includes("then the path T"), "rebuilt by its path of forks");
     await shot("campaign-moment");
     // Its logs, over every timeline.
     await page.goto(base + "/campaigns/" + campaign + "/logs?kind=agent.sdk&text=MISSING");
