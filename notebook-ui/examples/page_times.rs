@@ -238,7 +238,11 @@ fn synthetic_campaign(home: &Path, events: u64) -> String {
         let from = parent.map(|p| ends[p as usize]).unwrap_or(0);
         let end = from + 3_000_000_000;
         ends[t as usize] = end;
-        let failed: Vec<&str> = if t % 7 == 3 { vec!["every write is kept"] } else { vec![] };
+        let failed: Vec<&str> = if t % 7 == 3 {
+            vec!["every write is kept"]
+        } else {
+            vec![]
+        };
         let body = json!({"id": t, "parent": parent, "from_ns": from, "branch": parent.map(|_| t),
             "end_ns": end, "finished": false, "score": 3.0, "faults": "fault plan: 1 fault",
             "failed": failed, "error": null});
@@ -253,11 +257,23 @@ fn synthetic_campaign(home: &Path, events: u64) -> String {
         for i in 0..per {
             let node = NODES[(i % 5) as usize];
             let (kind, body) = match i % 10 {
-                0..=4 => ("frame", json!({"action": "deliver", "src": node, "dst": NODES[((i + 1) % 5) as usize], "len": 120})),
-                5 | 6 => ("agent", json!({"message": {"type": "output", "stream": "stdout", "line": format!("served key {i}")}})),
+                0..=4 => (
+                    "frame",
+                    json!({"action": "deliver", "src": node, "dst": NODES[((i + 1) % 5) as usize], "len": 120}),
+                ),
+                5 | 6 => (
+                    "agent",
+                    json!({"message": {"type": "output", "stream": "stdout", "line": format!("served key {i}")}}),
+                ),
                 7 => ("console", json!({"line": format!("[{i}] kernel line")})),
-                8 if i % 500 == 8 => ("fault_applied", json!({"fault": {"type": "pause", "node": node, "duration": "1s"}})),
-                _ => ("agent", json!({"message": {"type": "sdk", "line": format!("assert {i}")}})),
+                8 if i % 500 == 8 => (
+                    "fault_applied",
+                    json!({"fault": {"type": "pause", "node": node, "duration": "1s"}}),
+                ),
+                _ => (
+                    "agent",
+                    json!({"message": {"type": "sdk", "line": format!("assert {i}")}}),
+                ),
             };
             insert
                 .execute(rusqlite::params![

@@ -26,7 +26,10 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<CampaignR
     Ok(Json(state.read(|conn, _| campaigns::list(conn)).await?))
 }
 
-pub async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn detail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let home = state.db.home().to_path_buf();
     Ok(Json(
         state
@@ -75,7 +78,9 @@ fn look(
     let status = campaigns::status(conn, campaign)?;
     let max = campaigns::max_timeline(conn, campaign)?;
     let new = match max {
-        Some(m) if after.is_none_or(|a| m > a) => campaigns::timelines_after(conn, campaign, after)?,
+        Some(m) if after.is_none_or(|a| m > a) => {
+            campaigns::timelines_after(conn, campaign, after)?
+        }
         _ => Vec::new(),
     };
     let mut out = Vec::new();
@@ -99,7 +104,9 @@ pub async fn live(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     check_campaign(&id)?;
     let c = id.clone();
-    state.read(move |conn, _| campaigns::status(conn, &c)).await?;
+    state
+        .read(move |conn, _| campaigns::status(conn, &c))
+        .await?;
     let cursor = Cursor {
         state,
         campaign: id,

@@ -129,9 +129,8 @@ pub fn timelines_after(
     campaign: &str,
     after: Option<u64>,
 ) -> Result<Vec<Timeline>, AppError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT body FROM timelines WHERE campaign = ?1 AND id > ?2 ORDER BY id",
-    )?;
+    let mut stmt = conn
+        .prepare_cached("SELECT body FROM timelines WHERE campaign = ?1 AND id > ?2 ORDER BY id")?;
     let after = after.map(|a| a as i64).unwrap_or(-1);
     let bodies = stmt
         .query_map(params![campaign, after], |r| r.get::<_, String>(0))?
@@ -278,7 +277,12 @@ pub fn detail(conn: &Connection, home: &std::path::Path, id: &str) -> Result<Val
     let props = properties(report.as_ref(), &timelines);
     let examples: Vec<&str> = props
         .iter()
-        .flat_map(|p| p.first_failure.iter().chain(&p.examples).map(String::as_str))
+        .flat_map(|p| {
+            p.first_failure
+                .iter()
+                .chain(&p.examples)
+                .map(String::as_str)
+        })
         .collect();
     let failing = timelines.iter().filter(|t| !t.failed.is_empty()).count();
     let virtual_ns: u64 = timelines.iter().map(|t| t.end_ns - t.from_ns).sum();

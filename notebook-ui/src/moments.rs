@@ -140,9 +140,7 @@ impl MomentCache {
         let mut inner = self.inner.lock().expect("moment cache");
         inner.clock += 1;
         let clock = inner.clock;
-        inner
-            .bases
-            .insert(run.to_string(), (base.clone(), clock));
+        inner.bases.insert(run.to_string(), (base.clone(), clock));
         while inner.bases.len() > MAX_RUNS {
             let oldest = inner
                 .bases
@@ -261,8 +259,8 @@ impl MomentCache {
                 format!("a snapshot kept in memory at {}", format_vtime(t)),
             ),
             (_, Some((t, path))) => {
-                let snap = Session::load(&path, &base.plan)
-                    .map_err(|e| format!("{moment}: {e}"))?;
+                let snap =
+                    Session::load(&path, &base.plan).map_err(|e| format!("{moment}: {e}"))?;
                 let session =
                     Session::restore(&base.plan, &snap, base.seed, base.duration_ns, None)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -355,8 +353,10 @@ impl MomentCache {
             t += EVERY_NS;
         }
         let mut session = match from.and_then(|t| self.nearest(run, t)) {
-            Some((_, snap)) => Session::restore(&base.plan, &snap, base.seed, base.duration_ns, None)
-                .map_err(|e| e.to_string())?,
+            Some((_, snap)) => {
+                Session::restore(&base.plan, &snap, base.seed, base.duration_ns, None)
+                    .map_err(|e| e.to_string())?
+            }
             None => Session::boot(base.plan.clone(), base.seed, base.duration_ns)
                 .map_err(|e| e.to_string())?,
         };

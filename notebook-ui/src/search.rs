@@ -118,7 +118,10 @@ pub(crate) fn vtime(field: &str, text: &str) -> Result<Option<u64>, AppError> {
 }
 
 /// SQL conditions and their arguments for a filter (arguments numbered from `first`).
-pub(crate) fn conditions(filter: &Filter, first: usize) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
+pub(crate) fn conditions(
+    filter: &Filter,
+    first: usize,
+) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
     let mut sql = String::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     let mut n = first;

@@ -123,7 +123,11 @@ fn encode_campaign_timelines(mut req: Request) -> Request {
                 .then(|| format!("{prefix}{campaign}%2F{after}"))
         });
     if let Some(path) = rewritten {
-        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         if let Ok(uri) = format!("{path}{query}").parse() {
             *req.uri_mut() = uri;
         }

@@ -144,7 +144,9 @@ fn resolve_campaign_timeline(
             e => Err(e),
         })?;
     let body = body.ok_or_else(|| {
-        AppError::not_found(format!("no timeline `{campaign}/{t}` (see the campaigns list)"))
+        AppError::not_found(format!(
+            "no timeline `{campaign}/{t}` (see the campaigns list)"
+        ))
     })?;
     let timeline: explorer::campaign::Timeline = serde_json::from_str(&body)
         .map_err(|e| AppError::internal(format!("{campaign}/{t}: stored timeline: {e}")))?;
@@ -165,7 +167,8 @@ fn resolve_campaign_timeline(
 /// A campaign timeline's events with the columns of the `events` table, `run_id`
 /// being `C/T<n>`; filtered on the primary key by `?1` (the timeline id), so outer
 /// queries (`WHERE run_id = ?1 …`) read one timeline through the index.
-const CAMPAIGN_TIMELINE_EVENTS: &str = "(SELECT campaign || '/T' || timeline AS run_id, seq, vtime_ns, node, kind, body
+const CAMPAIGN_TIMELINE_EVENTS: &str =
+    "(SELECT campaign || '/T' || timeline AS run_id, seq, vtime_ns, node, kind, body
   FROM timeline_events
   WHERE campaign = substr(?1, 1, instr(?1, '/') - 1)
     AND timeline = CAST(substr(?1, instr(?1, '/') + 2) AS INTEGER))";

@@ -94,7 +94,10 @@ fn the_notebook_works_in_chromium() {
         if let Some(c) = store.list().unwrap().first() {
             break c.id.clone();
         }
-        assert!(explore.try_wait().unwrap().is_none(), "explore ended at once");
+        assert!(
+            explore.try_wait().unwrap().is_none(),
+            "explore ended at once"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     let addr = serve(&f.home);

@@ -79,7 +79,12 @@ fn parse_event(block: &str) -> Option<(String, Value)> {
             data.push_str(d.trim_start());
         }
     }
-    (!data.is_empty()).then(|| (name, serde_json::from_str(&data).expect("event data is JSON")))
+    (!data.is_empty()).then(|| {
+        (
+            name,
+            serde_json::from_str(&data).expect("event data is JSON"),
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,8 +143,7 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
             match name.as_str() {
                 "timeline" => {
                     // Arrived while the explore process still ran: live, not a replay.
-                    if data["campaign_status"] == "running" && child.try_wait().unwrap().is_none()
-                    {
+                    if data["campaign_status"] == "running" && child.try_wait().unwrap().is_none() {
                         while_running += 1;
                     }
                     seen.push(data);
@@ -156,7 +160,11 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
         "no timeline arrived before the campaign ended ({} in all)",
         seen.len()
     );
-    let expected = if status.code() == Some(1) { "failed" } else { "passed" };
+    let expected = if status.code() == Some(1) {
+        "failed"
+    } else {
+        "passed"
+    };
     assert_eq!(end.unwrap()["status"], expected);
     // Every timeline exactly once, in id order, as the report has them.
     let ids: Vec<u64> = seen.iter().map(|t| t["id"].as_u64().unwrap()).collect();
@@ -186,7 +194,9 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     let detail = client.get_json(&format!("/api/campaigns/{campaign}")).await;
     let tree = detail["timelines"].as_array().unwrap();
     for (mine, theirs) in tree.iter().zip(report["timelines"].as_array().unwrap()) {
-        for key in ["id", "parent", "branch", "from_ns", "end_ns", "failed", "faults"] {
+        for key in [
+            "id", "parent", "branch", "from_ns", "end_ns", "failed", "faults",
+        ] {
             assert_eq!(mine[key], theirs[key], "{key} of T{}", mine["id"]);
         }
         let id = mine["id"].as_u64().unwrap();
@@ -235,7 +245,10 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     assert!(own_events
         .iter()
         .all(|e| e["vtime_ns"].as_u64().unwrap() >= from
-            && e["moment"].as_str().unwrap().starts_with(&format!("{tid}@"))));
+            && e["moment"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{tid}@"))));
 
     // The search over the whole campaign: every timeline's own events.
     let found = client
@@ -245,9 +258,14 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
         .await;
     let faults = found["events"].as_array().unwrap();
     assert!(!faults.is_empty(), "the branches' swarm faults: {found:#}");
-    let with_faults: std::collections::BTreeSet<&str> =
-        faults.iter().map(|e| e["timeline"].as_str().unwrap()).collect();
-    assert!(with_faults.len() > 1, "faults in several timelines: {with_faults:?}");
+    let with_faults: std::collections::BTreeSet<&str> = faults
+        .iter()
+        .map(|e| e["timeline"].as_str().unwrap())
+        .collect();
+    assert!(
+        with_faults.len() > 1,
+        "faults in several timelines: {with_faults:?}"
+    );
     for e in faults {
         assert_eq!(e["label"], "fault_applied");
         let moment = e["moment"].as_str().unwrap();
@@ -266,7 +284,12 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     let no = client.get_json(&q("not_preceded_by")).await;
     assert_eq!(all["truncated"], false);
     let count = |v: &Value| v["events"].as_array().unwrap().len();
-    assert!(count(&yes) > 0 && count(&no) > 0, "{} {}", count(&yes), count(&no));
+    assert!(
+        count(&yes) > 0 && count(&no) > 0,
+        "{} {}",
+        count(&yes),
+        count(&no)
+    );
     assert_eq!(count(&yes) + count(&no), count(&all));
     // Each "preceded" event has a fault of its own timeline within 500 ms before it.
     for e in yes["events"].as_array().unwrap() {
@@ -291,7 +314,11 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     assert_eq!(r.status, StatusCode::OK);
     let page = r.text();
     for t in tree {
-        assert!(page.contains(&format!("id=\"t{}\"", t["id"])), "T{} drawn", t["id"]);
+        assert!(
+            page.contains(&format!("id=\"t{}\"", t["id"])),
+            "T{} drawn",
+            t["id"]
+        );
     }
 
     // A moment inside a branch, rebuilt from the root by its path of forks, is the
@@ -329,7 +356,10 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     let before = format!("{}@0.1s", t["timeline"].as_str().unwrap());
     let r = client.get(&format!("/api/moments/{before}?wait=60")).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
-    assert!(r.json()["error"].as_str().unwrap().contains("pick a moment"));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("pick a moment"));
     let r = client.get(&format!("/api/runs/{campaign}/T99")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = client.get("/api/campaigns/cnosuch").await;

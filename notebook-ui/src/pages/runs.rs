@@ -193,10 +193,12 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
 fn warm(state: &AppState, run: &str) {
     let db = state.db.clone();
     let run = run.to_string();
-    state.jobs.start(&format!("warm:{run}"), false, move |vtime| {
-        let mut progress = crate::engine::Progress::new(vtime, false);
-        db.moments
-            .warm(db.home(), &run, &mut progress)
-            .map(|()| serde_json::Value::Null)
-    });
+    state
+        .jobs
+        .start(&format!("warm:{run}"), false, move |vtime| {
+            let mut progress = crate::engine::Progress::new(vtime, false);
+            db.moments
+                .warm(db.home(), &run, &mut progress)
+                .map(|()| serde_json::Value::Null)
+        });
 }
