@@ -320,7 +320,7 @@ impl MomentCache {
                 _ => return Ok(()),
             }
             let now = session.now();
-            if now % EVERY_NS == 0 && !self.has(run, now) {
+            if now.is_multiple_of(EVERY_NS) && !self.has(run, now) {
                 self.keep(run, now, Arc::new(session.snapshot()?));
             }
         }

@@ -105,7 +105,7 @@ pub(super) fn search_form(q: &SearchQuery, nodes: &[String]) -> maud::Markup {
         form.search method="get" {
             fieldset {
                 legend { "Events A" }
-                label { "node " (select("node", &q.node, &nodes)) }
+                label { "node " (select("node", &q.node, nodes)) }
                 label { "kind " (select("kind", &q.kind, &labels)) }
                 label { "text " input type="search" name="text" value=(q.text) placeholder="contains…"; }
                 label { "from " input type="text" name="from" value=(q.from) placeholder="0s" size="8"; }
@@ -114,7 +114,7 @@ pub(super) fn search_form(q: &SearchQuery, nodes: &[String]) -> maud::Markup {
             fieldset {
                 legend { "that are" }
                 select name="op" { @for (v, t) in ops { option value=(v) selected[q.op == v] { (t) } } }
-                label { "node " (select("b_node", &q.b_node, &nodes)) }
+                label { "node " (select("b_node", &q.b_node, nodes)) }
                 label { "kind " (select("b_kind", &q.b_kind, &labels)) }
                 label { "text " input type="search" name="b_text" value=(q.b_text) placeholder="contains…"; }
                 label { "within " input type="text" name="within" value=(q.within) placeholder="any time" size="8"; }
