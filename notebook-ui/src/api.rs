@@ -77,6 +77,14 @@ pub fn triage_value(
         timeline::Source::Branch { cell, .. } => {
             serde_json::to_value(cell).expect("cells serialize")
         }
+        timeline::Source::Campaign { timeline, .. } => {
+            serde_json::to_value(timeline).expect("timelines serialize")
+        }
+    };
+    let cells = if tl.is_campaign() {
+        Vec::new()
+    } else {
+        cells::list(conn, &tl.run)?
     };
     Ok(json!({
         "timeline": tl.id,
@@ -89,7 +97,8 @@ pub fn triage_value(
         "snapshots": triage::snapshot_times(store, &tl.run),
         "properties": properties,
         "utilization": utilization,
-        "cells": cells::list(conn, &tl.run)?,
+        "campaign": tl.is_campaign().then_some(&tl.run),
+        "cells": cells,
     }))
 }
 

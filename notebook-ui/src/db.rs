@@ -9,11 +9,13 @@
 //! connection wrote in between).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::AppError;
+use crate::moments::MomentCache;
 
 /// The notebook's tables. A branch's events use the run store's event columns, in
 /// their own table so a stored run's rows are never touched.
@@ -44,9 +46,11 @@ CREATE TABLE IF NOT EXISTS notebook_events (
 CREATE INDEX IF NOT EXISTS notebook_events_by_time ON notebook_events(run_id, vtime_ns);
 ";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Db {
     home: PathBuf,
+    /// Snapshots kept by replays, so moments near one seen before are fast.
+    pub moments: Arc<MomentCache>,
 }
 
 impl Db {
@@ -54,8 +58,10 @@ impl Db {
     /// notebook's tables; cells left running by a server that is gone are marked failed.
     pub fn open(home: &Path) -> Result<Db, AppError> {
         explorer::store::RunStore::open(home)?;
+        explorer::campaign::store::CampaignStore::open(home)?;
         let db = Db {
             home: home.to_path_buf(),
+            moments: Arc::new(MomentCache::default()),
         };
         let conn = db.conn()?;
         conn.execute_batch(SCHEMA)?;

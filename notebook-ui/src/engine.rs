@@ -14,7 +14,6 @@ use std::time::Instant;
 use explorer::moment::{format_vtime, parse_vtime, Moment};
 use explorer::observer::Observer;
 use explorer::run::actions::ExecResult;
-use explorer::run::replay::{restore_moment, MomentSession};
 use explorer::run::{decision_point, Ending, Session};
 use explorer::store::{RunStore, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -24,6 +23,7 @@ use crate::db::Db;
 use crate::error::AppError;
 use crate::events::{self, EventRow};
 use crate::faults;
+use crate::moments::Restored;
 use crate::timeline::{self, Source};
 
 /// How long an exec or file request may take (virtual) unless the cell says otherwise.
@@ -65,7 +65,7 @@ impl Observer for Progress {
 /// A private session at a moment: the restored run (its session, and the scratch
 /// folder its volumes live in), moved on to the moment asked for.
 pub struct At {
-    pub base: MomentSession,
+    pub base: Restored,
     /// A stored run's replay compared with the run; `None` for branches.
     pub divergence: Option<Option<String>>,
 }
@@ -79,7 +79,7 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
     match &timeline.source {
         Source::Run(_) => {
             let base =
-                restore_moment(db.home(), moment, false, observer).map_err(|e| e.to_string())?;
+                db.moments.restore(db.home(), moment, observer)?;
             let stored: Vec<StoredEvent> = store
                 .events(&moment.run, base.started_at_ns, base.decision_point_ns)
                 .map_err(|e| e.to_string())?
@@ -116,6 +116,9 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
             at.divergence = None;
             Ok(at)
         }
+        Source::Campaign { .. } => Err(format!(
+            "{moment}: acting from a campaign's moments is not available yet; open its moment page to see the state there"
+        )),
     }
 }
 
@@ -220,6 +223,9 @@ pub fn moment_view(
     moment: &Moment,
     progress: &mut Progress,
 ) -> Result<MomentView, String> {
+    if moment.run.contains('/') {
+        return campaign_moment_view(db, moment, progress);
+    }
     let at = open(db, moment, progress)?;
     let state = at.base.session.state();
     let point = decision_point(moment.vtime_ns);
@@ -234,6 +240,31 @@ pub fn moment_view(
         state: serde_json::to_value(&state).expect("state serializes"),
         logs,
         divergence: at.divergence.clone(),
+    })
+}
+
+/// A campaign timeline's moment, rebuilt by the campaign replay (the root booted and
+/// set up, then each fork on the path from the root, then the timeline to the moment)
+/// and checked against the events the campaign stored.
+fn campaign_moment_view(
+    db: &Db,
+    moment: &Moment,
+    progress: &mut Progress,
+) -> Result<MomentView, String> {
+    let summary = explorer::campaign::replay::replay(db.home(), moment, progress)
+        .map_err(|e| e.to_string())?;
+    let point = summary.decision_point_ns;
+    let nodes: Vec<String> = summary.state.nodes.iter().map(|n| n.name.clone()).collect();
+    let logs = node_lines(db, &moment.run, &nodes, point).map_err(|e| e.message)?;
+    Ok(MomentView {
+        moment: events::moment_of(&moment.run, moment.vtime_ns),
+        timeline: moment.run.clone(),
+        decision_point_ns: point,
+        started_from: summary.started_from,
+        started_at_ns: summary.started_at_ns,
+        state: serde_json::to_value(&summary.state).expect("state serializes"),
+        logs,
+        divergence: Some(summary.divergence),
     })
 }
 

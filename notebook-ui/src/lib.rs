@@ -5,6 +5,9 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod campaign_api;
+pub mod campaign_search;
+pub mod campaigns;
 pub mod cells;
 pub mod db;
 pub mod engine;
@@ -13,6 +16,7 @@ pub mod events;
 pub mod export;
 pub mod faults;
 pub mod jobs;
+pub mod moments;
 pub mod notebook;
 pub mod pages;
 pub mod search;

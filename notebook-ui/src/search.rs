@@ -108,7 +108,7 @@ impl Query {
     }
 }
 
-fn vtime(field: &str, text: &str) -> Result<Option<u64>, AppError> {
+pub(crate) fn vtime(field: &str, text: &str) -> Result<Option<u64>, AppError> {
     if text.trim().is_empty() {
         return Ok(None);
     }
@@ -118,7 +118,10 @@ fn vtime(field: &str, text: &str) -> Result<Option<u64>, AppError> {
 }
 
 /// SQL conditions and their arguments for a filter (arguments numbered from `first`).
-fn conditions(filter: &Filter, first: usize) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
+pub(crate) fn conditions(
+    filter: &Filter,
+    first: usize,
+) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
     let mut sql = String::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     let mut n = first;
@@ -154,7 +157,7 @@ fn conditions(filter: &Filter, first: usize) -> Result<(String, Vec<Box<dyn ToSq
     Ok((sql, args))
 }
 
-fn describe(f: &Filter) -> String {
+pub(crate) fn describe(f: &Filter) -> String {
     let mut parts = Vec::new();
     if !f.kind.is_empty() {
         parts.push(f.kind.clone());
@@ -212,7 +215,7 @@ fn times(conn: &Connection, timeline: &Timeline, filter: &Filter) -> Result<Vec<
 
 /// Whether some B time lies in the relation's window around `t`. "Preceded" means
 /// strictly earlier (B at the same virtual time is not before A); "followed", later.
-fn related(b_times: &[u64], t: u64, relation: Relation, within: Option<u64>) -> bool {
+pub(crate) fn related(b_times: &[u64], t: u64, relation: Relation, within: Option<u64>) -> bool {
     let before = match relation {
         Relation::PrecededBy | Relation::NotPrecededBy => {
             let i = b_times.partition_point(|&b| b < t);

@@ -18,7 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use tower::util::MapRequestLayer;
+use tower::Layer;
+
 use crate::api;
+use crate::campaign_api;
 use crate::db::Db;
 use crate::error::AppError;
 use crate::jobs::Jobs;
@@ -74,23 +78,61 @@ pub fn router(home: &std::path::Path, token: Option<String>) -> Result<Router, A
             get(api::export_notebook).post(api::import_notebook),
         )
         .route("/moments/{moment}", get(api::moment))
+        .route("/campaigns", get(campaign_api::list))
+        .route("/campaigns/{id}", get(campaign_api::detail))
+        .route("/campaigns/{id}/events", get(campaign_api::events))
+        .route("/campaigns/{id}/live", get(campaign_api::live))
         .route("/cells/{id}", get(api::get_cell).delete(api::delete_cell))
         .route("/cells/{id}/run", post(api::run_cell))
         .route("/cells/{id}/file", get(api::cell_file))
         .fallback(|| async { AppError::not_found("no such API endpoint") });
-    Ok(Router::new()
+    let app = Router::new()
         .route("/", get(pages::runs_page))
         .route("/runs/{id}", get(pages::run_page))
         .route("/runs/{id}/timeline", get(pages::timeline_page))
         .route("/runs/{id}/logs", get(pages::logs_page))
         .route("/runs/{id}/notebook", get(pages::notebook_page))
         .route("/moments/{moment}", get(pages::moment_page))
+        .route("/campaigns", get(pages::campaigns_page))
+        .route("/campaigns/{id}", get(pages::campaign_page))
+        .route("/campaigns/{id}/logs", get(pages::campaign_logs_page))
         .route("/static/{file}", get(pages::asset))
         .nest("/api", api)
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state))
+        .with_state(state);
+    // Campaign timelines (`C/T7`) are one path segment to the routes.
+    Ok(Router::new().fallback_service(MapRequestLayer::new(encode_campaign_timelines).layer(app)))
+}
+
+/// `/runs/C/T7/logs` → `/runs/C%2FT7/logs` (and the same under `/api/runs/`,
+/// `/moments/`, `/api/moments/`), so every route that takes a timeline id takes a
+/// campaign's timeline unchanged, its `C/T7` decoded by the path extractor.
+fn encode_campaign_timelines(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let rewritten = ["/api/runs/", "/api/moments/", "/runs/", "/moments/"]
+        .iter()
+        .find_map(|prefix| {
+            let rest = path.strip_prefix(prefix)?;
+            let (campaign, after) = rest.split_once('/')?;
+            let timeline_like = after
+                .strip_prefix('T')
+                .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+            (campaign.starts_with('c') && timeline_like)
+                .then(|| format!("{prefix}{campaign}%2F{after}"))
+        });
+    if let Some(path) = rewritten {
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        if let Ok(uri) = format!("{path}{query}").parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,7 +1,8 @@
 //! Timelines: a stored run (`r5f2c…`) or a branch a notebook cell made from one of its
 //! moments (`r5f2c…~12`: cell 12's). Every page and API that shows events takes a
 //! timeline id, so branches are viewed, searched, exported and replayed like runs.
-//! (A campaign's timelines can be added here as one more [`Source`].)
+//! A campaign's timeline (`c5f2c…/T7`) is one more source: its own events are in the
+//! campaign store's `timeline_events`, from its fork moment to its end.
 
 use explorer::moment::Moment;
 use explorer::store::{RunRecord, RunStatus, RunStore};
@@ -18,6 +19,12 @@ pub enum Source {
         cell: Box<Cell>,
         parent: Moment,
     },
+    /// Timeline `T<n>` of a campaign (`parent`: the moment it forked from, `None` for
+    /// the root).
+    Campaign {
+        timeline: Box<explorer::campaign::Timeline>,
+        parent: Option<Moment>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +38,9 @@ pub struct Timeline {
 /// Checks an id from a request before it goes anywhere: letters and digits, then
 /// optionally `~` and a cell number. Run ids name folders, so nothing else passes.
 pub fn check_id(id: &str) -> Result<(), AppError> {
+    if let Some((campaign, t)) = id.split_once('/') {
+        return check_campaign_timeline(campaign, t).map(|_| ());
+    }
     let (run, rest) = match id.split_once('~') {
         Some((run, cell)) => (run, Some(cell)),
         None => (id, None),
@@ -48,6 +58,30 @@ pub fn check_id(id: &str) -> Result<(), AppError> {
     }
 }
 
+/// A campaign id: `c` and letters and digits (it names a folder).
+pub fn check_campaign(id: &str) -> Result<(), AppError> {
+    if id.starts_with('c') && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(format!(
+            "`{id}` is not a campaign id (like c5f2c1a9b3e)"
+        )))
+    }
+}
+
+/// `C` and `T<n>` of a campaign timeline id `C/T<n>`: the timeline number.
+pub fn check_campaign_timeline(campaign: &str, t: &str) -> Result<u64, AppError> {
+    check_campaign(campaign)?;
+    t.strip_prefix('T')
+        .filter(|n| !n.is_empty() && n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "`{campaign}/{t}` is not a campaign timeline (write CAMPAIGN/T<number>, e.g. c5f2c/T7)"
+            ))
+        })
+}
+
 /// Parses `TIMELINE@VTIME` and checks the timeline id.
 pub fn parse_moment(text: &str) -> Result<Moment, AppError> {
     let moment: Moment = text.parse().map_err(AppError::bad_request)?;
@@ -57,6 +91,9 @@ pub fn parse_moment(text: &str) -> Result<Moment, AppError> {
 
 pub fn resolve(conn: &Connection, store: &RunStore, id: &str) -> Result<Timeline, AppError> {
     check_id(id)?;
+    if let Some((campaign, t)) = id.split_once('/') {
+        return resolve_campaign_timeline(conn, campaign, t);
+    }
     match id.split_once('~') {
         None => {
             let record = store.run(id)?;
@@ -88,13 +125,67 @@ pub fn resolve(conn: &Connection, store: &RunStore, id: &str) -> Result<Timeline
     }
 }
 
+/// A campaign's timeline from the campaign store.
+fn resolve_campaign_timeline(
+    conn: &Connection,
+    campaign: &str,
+    t: &str,
+) -> Result<Timeline, AppError> {
+    let number = check_campaign_timeline(campaign, t)?;
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM timelines WHERE campaign = ?1 AND id = ?2",
+            rusqlite::params![campaign, number as i64],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let body = body.ok_or_else(|| {
+        AppError::not_found(format!(
+            "no timeline `{campaign}/{t}` (see the campaigns list)"
+        ))
+    })?;
+    let timeline: explorer::campaign::Timeline = serde_json::from_str(&body)
+        .map_err(|e| AppError::internal(format!("{campaign}/{t}: stored timeline: {e}")))?;
+    let parent = timeline.parent.map(|p| Moment {
+        run: format!("{campaign}/T{p}"),
+        vtime_ns: timeline.from_ns,
+    });
+    Ok(Timeline {
+        id: format!("{campaign}/T{number}"),
+        run: campaign.to_string(),
+        source: Source::Campaign {
+            timeline: Box::new(timeline),
+            parent,
+        },
+    })
+}
+
+/// A campaign timeline's events with the columns of the `events` table, `run_id`
+/// being `C/T<n>`; filtered on the primary key by `?1` (the timeline id), so outer
+/// queries (`WHERE run_id = ?1 …`) read one timeline through the index.
+const CAMPAIGN_TIMELINE_EVENTS: &str =
+    "(SELECT campaign || '/T' || timeline AS run_id, seq, vtime_ns, node, kind, body
+  FROM timeline_events
+  WHERE campaign = substr(?1, 1, instr(?1, '/') - 1)
+    AND timeline = CAST(substr(?1, instr(?1, '/') + 2) AS INTEGER))";
+
 impl Timeline {
-    /// The table holding this timeline's events.
+    /// The table (or subquery) holding this timeline's events, with the columns
+    /// `run_id, seq, vtime_ns, node, kind, body`.
     pub fn table(&self) -> &'static str {
         match self.source {
             Source::Run(_) => "events",
             Source::Branch { .. } => "notebook_events",
+            Source::Campaign { .. } => CAMPAIGN_TIMELINE_EVENTS,
         }
+    }
+
+    pub fn is_campaign(&self) -> bool {
+        matches!(self.source, Source::Campaign { .. })
     }
 
     /// Where the timeline starts (a branch: its parent moment's decision point).
@@ -102,6 +193,7 @@ impl Timeline {
         match &self.source {
             Source::Run(_) => 0,
             Source::Branch { parent, .. } => explorer::run::decision_point(parent.vtime_ns),
+            Source::Campaign { timeline, .. } => timeline.from_ns,
         }
     }
 
@@ -114,6 +206,7 @@ impl Timeline {
                 .as_ref()
                 .and_then(|o| o.get("end_ns"))
                 .and_then(|v| v.as_u64()),
+            Source::Campaign { timeline, .. } => Some(timeline.end_ns),
         }
     }
 
@@ -121,6 +214,7 @@ impl Timeline {
         match &self.source {
             Source::Run(r) => r.status.as_str().to_string(),
             Source::Branch { cell, .. } => cell.status.as_str().to_string(),
+            Source::Campaign { timeline, .. } => campaign_timeline_status(timeline).to_string(),
         }
     }
 
@@ -134,7 +228,7 @@ impl Timeline {
 
     pub fn action(&self) -> Option<&Action> {
         match &self.source {
-            Source::Run(_) => None,
+            Source::Run(_) | Source::Campaign { .. } => None,
             Source::Branch { cell, .. } => Some(&cell.action),
         }
     }
@@ -143,6 +237,21 @@ impl Timeline {
         match &self.source {
             Source::Run(_) => None,
             Source::Branch { parent, .. } => Some(parent),
+            Source::Campaign { parent, .. } => parent.as_ref(),
         }
+    }
+}
+
+/// `error`, `failed` (a property failed in it), `finished` (played to the run's end) or
+/// `explored` (run for its horizon).
+pub fn campaign_timeline_status(t: &explorer::campaign::Timeline) -> &'static str {
+    if t.error.is_some() {
+        "error"
+    } else if !t.failed.is_empty() {
+        "failed"
+    } else if t.finished {
+        "finished"
+    } else {
+        "explored"
     }
 }

@@ -1,7 +1,9 @@
 //! The notebook in headless Chromium (Debian's `chromium`, driven by `playwright-core`
 //! from npm; see tests/browser/notebook.js): runs list, failing run, first failure's
 //! moment, a branch, a command in a container and its output, timeline, logs, trace
-//! export. Skips, saying so, only when Chromium is not installed (scripts/setup.sh
+//! export; and a campaign (`detvm explore` of kv with its planted bug, started in the
+//! background): its tree growing live, its failing timeline followed to its moment, its
+//! logs. Skips, saying so, only when Chromium is not installed (scripts/setup.sh
 //! installs it). Screenshots go to $NOTEBOOK_SCREENSHOTS (default: the target's tmp).
 
 mod common;
@@ -64,6 +66,40 @@ fn the_notebook_works_in_chromium() {
     let dir = repo_root().join("notebook-ui/tests/browser");
     playwright(&dir);
     let f = fixture();
+    let mut explore = Command::new(common::detvm())
+        .args([
+            "explore",
+            "examples/kv/docker-compose.yaml",
+            "--var",
+            "KV_BUG=drop-writes",
+            "--seed",
+            "5",
+            "--duration",
+            "4s",
+            "--horizon",
+            "2s",
+            "--branches",
+            "8",
+            "--jobs",
+            "1",
+        ])
+        .env("DETVM_HOME", &f.home)
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start detvm explore");
+    let campaign = loop {
+        let store = explorer::campaign::store::CampaignStore::open(&f.home).unwrap();
+        if let Some(c) = store.list().unwrap().first() {
+            break c.id.clone();
+        }
+        assert!(
+            explore.try_wait().unwrap().is_none(),
+            "explore ended at once"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let addr = serve(&f.home);
     let shots = std::env::var_os("NOTEBOOK_SCREENSHOTS")
         .map(PathBuf::from)
@@ -74,10 +110,13 @@ fn the_notebook_works_in_chromium() {
         .current_dir(&dir)
         .env("BASE_URL", format!("http://{addr}"))
         .env("RUN", &f.run)
+        .env("CAMPAIGN", &campaign)
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
         .output()
         .expect("node");
+    let explored = explore.wait().unwrap();
+    assert_eq!(explored.code(), Some(1), "the campaign finds kv's bug");
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -85,7 +124,18 @@ fn the_notebook_works_in_chromium() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("browser test passed"), "{text}");
-    for page in ["runs", "triage", "moment", "notebook", "timeline", "logs"] {
+    for page in [
+        "campaigns",
+        "campaign",
+        "campaign-moment",
+        "campaign-logs",
+        "runs",
+        "triage",
+        "moment",
+        "notebook",
+        "timeline",
+        "logs",
+    ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
     }
 }

@@ -1,6 +1,7 @@
 //! Server-rendered pages (maud) with a little plain JavaScript (`assets/`): no
 //! library, nothing loaded from the network.
 
+mod campaigns;
 mod moment;
 mod notebook;
 mod runs;
@@ -14,6 +15,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::error::AppError;
 
+pub use campaigns::{campaign_logs_page, campaign_page, campaigns_page};
 pub use moment::moment_page;
 pub use notebook::notebook_page;
 pub use runs::{run_page, runs_page};
@@ -59,7 +61,7 @@ pub fn layout(title: &str, body: Markup) -> Html<String> {
                 body {
                     header.top {
                         a.brand href="/" { "detvm notebook" }
-                        nav { a href="/" { "runs" } }
+                        nav { a href="/" { "runs" } " " a href="/campaigns" { "campaigns" } }
                     }
                     main { (body) }
                 }
@@ -80,7 +82,7 @@ pub fn moment_link(moment: &str) -> Markup {
 
 pub fn status_badge(status: &str) -> Markup {
     let class = match status {
-        "passed" | "done" => "ok",
+        "passed" | "done" | "finished" | "explored" => "ok",
         "running" | "queued" | "new" => "busy",
         _ => "bad",
     };
@@ -97,7 +99,11 @@ pub fn tabs(id: &str, run: &str, current: &str) -> Markup {
             (tab("triage", format!("/runs/{id}")))
             (tab("timeline", format!("/runs/{id}/timeline")))
             (tab("logs", format!("/runs/{id}/logs")))
-            (tab("notebook", format!("/runs/{run}/notebook")))
+            @if id.contains('/') {
+                (tab("campaign", format!("/campaigns/{run}")))
+            } @else {
+                (tab("notebook", format!("/runs/{run}/notebook")))
+            }
             a.tab href={ "/api/runs/" (id) "/export/trace.json" } { "export trace (Perfetto)" }
             a.tab href={ "/api/runs/" (id) "/export/events.jsonl" } { "export events (JSON lines)" }
         }
@@ -109,6 +115,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "style.css" => (include_str!("../assets/style.css"), "text/css"),
         "notebook.js" => (include_str!("../assets/notebook.js"), "text/javascript"),
         "timeline.js" => (include_str!("../assets/timeline.js"), "text/javascript"),
+        "campaign.js" => (include_str!("../assets/campaign.js"), "text/javascript"),
         _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
     };
     (

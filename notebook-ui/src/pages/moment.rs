@@ -64,16 +64,20 @@ pub async fn moment_page(
             " · " a href={ "/runs/" (tl.id) "/logs?to=" (vtime(moment.vtime_ns)) } { "logs up to here" }
         }
         @match &view {
-            Some(v) => (state_view(v, &tl.run)),
+            Some(v) => (state_view(v, &tl.run, tl.is_campaign())),
             None => div #moment-pending data-moment=(title) {
-                p.pending { "Replaying to " (title) " from the nearest snapshot… " span #moment-progress {} }
+                p.pending {
+                    "Replaying to " (title)
+                    (if tl.is_campaign() { " from the campaign's root by its path of forks… " } else { " from the nearest snapshot… " })
+                    span #moment-progress {}
+                }
             },
         }
     };
     Ok(layout(&title, body).into_response())
 }
 
-fn state_view(v: &Value, run: &str) -> Markup {
+fn state_view(v: &Value, run: &str, campaign: bool) -> Markup {
     let s = &v["state"];
     let nodes: Vec<String> = s["nodes"]
         .as_array()
@@ -133,6 +137,11 @@ fn state_view(v: &Value, run: &str) -> Markup {
                 } }
             }
         } }
+        @if campaign {
+            p { "This moment: " (moment_link(moment)) " · its campaign: " a href={ "/campaigns/" (run) } { (run) } }
+            p.hint { "Acting from a campaign's moments (exec, file, branch, fault) is not available yet; "
+                code { "detvm replay " (moment) } " rebuilds it on the command line." }
+        } @else {
         h2 { "Act from this moment" }
         p.hint { "Each action runs on a copy of the run (the stored run never changes) and becomes a cell of "
             a href={ "/runs/" (run) "/notebook" } { "the run's notebook" } "; the branch it makes is a timeline you can open, search and replay." }
@@ -174,6 +183,7 @@ fn state_view(v: &Value, run: &str) -> Markup {
             p.error #action-error {}
         }
         p { "This moment: " (moment_link(moment)) }
+        }
     }
 }
 

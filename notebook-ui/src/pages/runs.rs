@@ -68,8 +68,18 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
             Ok((tl, v))
         })
         .await?;
+    if tl.is_run() {
+        warm(&state, &tl.id);
+    }
     let rec = &v["record"];
-    let title = format!("{} {}", if tl.is_run() { "run" } else { "branch" }, tl.id);
+    let kind = if tl.is_run() {
+        "run"
+    } else if tl.is_campaign() {
+        "timeline"
+    } else {
+        "branch"
+    };
+    let title = format!("{kind} {}", tl.id);
     let cells = v["cells"].as_array().cloned().unwrap_or_default();
     let branches: Vec<&Value> = cells.iter().filter(|c| !c["timeline"].is_null()).collect();
     Ok(layout(
@@ -121,6 +131,22 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
                         }
                     }
                 }
+            } @else if tl.is_campaign() {
+                dl.facts {
+                    dt { "campaign" } dd { a href={ "/campaigns/" (tl.run) } { (tl.run) } }
+                    dt { "from" } dd {
+                        @match v["parent"].as_str() {
+                            Some(p) => { (moment_link(p)) " as branch " (rec["branch"]) },
+                            None => "the root: booted and set up, no faults",
+                        }
+                    }
+                    dt { "ends" } dd { (vtime(v["end_ns"].as_u64().unwrap_or(0))) @if rec["finished"] == true { " (played to the run's end and judged)" } }
+                    dt { "end moment" } dd { (moment_link(&format!("{}@{}", tl.id, vtime(v["end_ns"].as_u64().unwrap_or(0))))) }
+                    dt { "novelty score" } dd { (rec["score"]) }
+                    dt { "faults" } dd { code { (rec["faults"].as_str().unwrap_or("")) } }
+                    dt { "failed properties" } dd { (rec["failed"].as_array().map(|f| f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()) }
+                    @if let Some(e) = rec["error"].as_str() { dt { "error" } dd.error { (e) } }
+                }
             } @else {
                 @let cell = rec;
                 dl.facts {
@@ -160,4 +186,19 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
             }
         },
     ))
+}
+
+/// Fills the moment cache for `run` in the background (a replay of the whole run that
+/// keeps a snapshot every second), so its moments open fast; one at a time per run.
+fn warm(state: &AppState, run: &str) {
+    let db = state.db.clone();
+    let run = run.to_string();
+    state
+        .jobs
+        .start(&format!("warm:{run}"), false, move |vtime| {
+            let mut progress = crate::engine::Progress::new(vtime, false);
+            db.moments
+                .warm(db.home(), &run, &mut progress)
+                .map(|()| serde_json::Value::Null)
+        });
 }

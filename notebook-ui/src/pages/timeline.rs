@@ -56,46 +56,12 @@ pub async fn logs_page(
             Ok((tl, nodes, found))
         })
         .await?;
-    let select = |name: &str, value: &str, options: &[String]| {
-        html! {
-            select name=(name) {
-                option value="" { "any" }
-                @for o in options { option value=(o) selected[o == value] { (o) } }
-            }
-        }
-    };
-    let labels: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
-    let ops = [
-        ("", "—"),
-        ("preceded_by", "preceded by"),
-        ("not_preceded_by", "not preceded by"),
-        ("followed_by", "followed by"),
-        ("not_followed_by", "not followed by"),
-    ];
     Ok(layout(
         &format!("logs {}", tl.id),
         html! {
             h1 { "Logs of " (tl.id) " " (status_badge(&tl.status())) }
             (tabs(&tl.id, &tl.run, "logs"))
-            form.search method="get" {
-                fieldset {
-                    legend { "Events A" }
-                    label { "node " (select("node", &q.node, &nodes)) }
-                    label { "kind " (select("kind", &q.kind, &labels)) }
-                    label { "text " input type="search" name="text" value=(q.text) placeholder="contains…"; }
-                    label { "from " input type="text" name="from" value=(q.from) placeholder="0s" size="8"; }
-                    label { "to " input type="text" name="to" value=(q.to) placeholder="end" size="8"; }
-                }
-                fieldset {
-                    legend { "that are" }
-                    select name="op" { @for (v, t) in ops { option value=(v) selected[q.op == v] { (t) } } }
-                    label { "node " (select("b_node", &q.b_node, &nodes)) }
-                    label { "kind " (select("b_kind", &q.b_kind, &labels)) }
-                    label { "text " input type="search" name="b_text" value=(q.b_text) placeholder="contains…"; }
-                    label { "within " input type="text" name="within" value=(q.within) placeholder="any time" size="8"; }
-                }
-                button type="submit" { "search" }
-            }
+            (search_form(&q, &nodes))
             @match found {
                 Err(e) => p.error { (e.message) },
                 Ok(found) => {
@@ -115,4 +81,45 @@ pub async fn logs_page(
             p.hint { "Times are virtual: " (vtime(1_500_000_000)) ", 1500ms, 42ns." }
         },
     ))
+}
+
+/// The log explorer's form (events A, and the temporal condition on events B).
+pub(super) fn search_form(q: &SearchQuery, nodes: &[String]) -> maud::Markup {
+    let select = |name: &str, value: &str, options: &[String]| {
+        html! {
+            select name=(name) {
+                option value="" { "any" }
+                @for o in options { option value=(o) selected[o == value] { (o) } }
+            }
+        }
+    };
+    let labels: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
+    let ops = [
+        ("", "—"),
+        ("preceded_by", "preceded by"),
+        ("not_preceded_by", "not preceded by"),
+        ("followed_by", "followed by"),
+        ("not_followed_by", "not followed by"),
+    ];
+    html! {
+        form.search method="get" {
+            fieldset {
+                legend { "Events A" }
+                label { "node " (select("node", &q.node, nodes)) }
+                label { "kind " (select("kind", &q.kind, &labels)) }
+                label { "text " input type="search" name="text" value=(q.text) placeholder="contains…"; }
+                label { "from " input type="text" name="from" value=(q.from) placeholder="0s" size="8"; }
+                label { "to " input type="text" name="to" value=(q.to) placeholder="end" size="8"; }
+            }
+            fieldset {
+                legend { "that are" }
+                select name="op" { @for (v, t) in ops { option value=(v) selected[q.op == v] { (t) } } }
+                label { "node " (select("b_node", &q.b_node, nodes)) }
+                label { "kind " (select("b_kind", &q.b_kind, &labels)) }
+                label { "text " input type="search" name="b_text" value=(q.b_text) placeholder="contains…"; }
+                label { "within " input type="text" name="within" value=(q.within) placeholder="any time" size="8"; }
+            }
+            button type="submit" { "search" }
+        }
+    }
 }

@@ -2,13 +2,16 @@
 // open the runs list, open the failing run, follow a failing property's first failure
 // to its moment, branch from it, run a command in a container and see its output,
 // look at the timeline and the logs, and export the trace. Screenshots of each page go
-// to $SHOTS. Exits non-zero with a message on the first thing that is not as expected.
+// to $SHOTS. First, a campaign running in the background ($CAMPAIGN): the campaigns
+// list, its tree growing on the page without a reload, its report when it ends, a
+// failing timeline followed to its moment (rebuilt by the campaign replay), its logs. Exits non-zero with a message on the first thing that is not as expected.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const { chromium } = require("playwright-core");
 
 const base = process.env.BASE_URL, run = process.env.RUN, shots = process.env.SHOTS;
+const campaign = process.env.CAMPAIGN;
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function check(cond, what) { if (!cond) throw new Error("expected: " + what); }
@@ -21,6 +24,41 @@ function check(cond, what) { if (!cond) throw new Error("expected: " + what); }
   page.on("pageerror", (e) => errors.push(String(e)));
   const shot = (name) => page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
   try {
+    // 0. A campaign while it runs: listed, its tree grows live, then its report.
+    await page.goto(base + "/campaigns");
+    const crow = page.locator(`tr[data-campaign="${campaign}"]`);
+    await crow.waitFor();
+    await shot("campaigns");
+    await crow.locator("a").first().click();
+    await page.waitForURL("**/campaigns/" + campaign);
+    check((await page.textContent("#campaign-status")).includes("running"), "the campaign is still running");
+    await page.evaluate(() => { window.sameDocument = true; });
+    const before = await page.locator("li.tl").count();
+    const reloaded = page.waitForEvent("load", { timeout: 600000 });
+    await page.waitForFunction((n) => document.querySelectorAll("li.tl").length > n, before, { timeout: 600000 });
+    check(await page.evaluate(() => window.sameDocument === true), "the tree grew without a reload");
+    check(await page.locator("li.tl.new").count() > 0, "new timelines drawn by the live script");
+    // At the end the page reloads with the judged report.
+    await reloaded;
+    check(!(await page.textContent("#campaign-status")).includes("running"), "the campaign ended");
+    await page.locator("table.properties tr.failed").first().waitFor();
+    check(await page.locator("li.tl").count() === 9, "the root and 8 branches in the tree");
+    await shot("campaign");
+    // A failing timeline, followed to its failure's moment.
+    const failing = page.locator("li.tl.failed:has(> .tl-head a.tl-failure)").first();
+    const failingId = await failing.getAttribute("data-id");
+    await failing.locator(":scope > .tl-head a.tl-failure").click();
+    await page.waitForURL(`**/moments/${campaign}/T${failingId}@*`);
+    await page.getByRole("heading", { name: "Services and VMs" }).waitFor({ timeout: 600000 });
+    const mtext = await page.textContent("body");
+    check(mtext.includes("replayed events identical to the run's"), "the campaign replay matches the stored timeline");
+    check(mtext.includes("then the path T"), "rebuilt by its path of forks");
+    await shot("campaign-moment");
+    // Its logs, over every timeline.
+    await page.goto(base + "/campaigns/" + campaign + "/logs?kind=agent.sdk&text=MISSING");
+    await page.locator("table.events tbody tr").first().waitFor();
+    await shot("campaign-logs");
+
     // 1. The runs list.
     await page.goto(base + "/");
     const row = page.locator(`tr[data-run="${run}"]`);
@@ -97,7 +135,7 @@ function check(cond, what) { if (!cond) throw new Error("expected: " + what); }
     fs.unlinkSync(file);
     check(trace.traceEvents.some((e) => e.name === "thread_name" && e.args.name === "kv"), "a kv track in the trace");
     check(errors.length === 0, "no script errors: " + errors.join("; "));
-    console.log("browser test passed: " + ["runs", "triage", "moment", "notebook", "timeline", "logs"].join(", "));
+    console.log("browser test passed: " + ["campaigns", "campaign", "campaign-moment", "campaign-logs", "runs", "triage", "moment", "notebook", "timeline", "logs"].join(", "));
   } finally {
     await browser.close();
   }

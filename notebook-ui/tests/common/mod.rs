@@ -57,6 +57,7 @@ pub fn fixture() -> &'static Fixture {
             let _ = std::fs::remove_file(home.join(f));
         }
         let _ = std::fs::remove_dir_all(home.join("runs"));
+        let _ = std::fs::remove_dir_all(home.join("campaigns"));
         std::fs::create_dir_all(&home).unwrap();
         let out = Command::new(repo_root().join("examples/kv/build-images.sh"))
             .env("DETVM_HOME", &home)
