@@ -11,10 +11,13 @@
 //! `jobs` threads, each owning its Sessions; results merge in branch order, so the same
 //! seed and branch budget give the same tree for any `jobs`.
 
+pub mod ddmin;
 pub mod frontier;
+pub mod minimize;
 pub mod novelty;
 pub mod replay;
 pub mod store;
+pub mod timing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -446,6 +449,7 @@ pub fn explore(
             properties.push(r.properties);
         }
     };
+    observer.info(&timing::summary(wall.elapsed().as_secs_f64(), opts.jobs));
     let report = CampaignReport {
         campaign: id.clone(),
         compose: opts.run.compose.display().to_string(),

@@ -48,8 +48,22 @@ pub(super) fn save_inputs(
     .map_err(|e| RunError::Infrastructure(format!("cannot write {}: {e}", path.display())))
 }
 
+/// The horizon a campaign's branches ran for (its `campaign.json`).
+pub(super) fn load_horizon(dir: &Path) -> Result<u64, RunError> {
+    std::fs::read(dir.join(FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CampaignInputs>(&b).ok())
+        .map(|c| c.horizon_ns)
+        .ok_or_else(|| {
+            RunError::Input(format!(
+                "{}: missing or unreadable",
+                dir.join(FILE).display()
+            ))
+        })
+}
+
 /// `C/T` split into the campaign id and the timeline number.
-fn parse(run: &str) -> Result<(&str, u64), String> {
+pub(super) fn parse(run: &str) -> Result<(&str, u64), String> {
     let (c, t) = run
         .split_once('/')
         .ok_or_else(|| format!("`{run}` is not a timeline; write CAMPAIGN/T<number>"))?;
