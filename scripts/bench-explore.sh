@@ -6,8 +6,9 @@
 # jobs. N campaigns (seeds 1..N) and N loops (loop i starts at seed 1+1000*i), run in one
 # go, interleaved: campaign 1, loop 1, campaign 2, loop 2, ...
 #   scripts/bench-explore.sh [N [BUDGET_SECONDS]]      (defaults: 5 and 600)
-# Environment: JOBS (default: the host's cores), DETVM_HOME (default: a bench home under
-# target/), OUT (a folder for the logs, default target/bench-explore).
+# Environment: JOBS (default: the host's cores), DETVM (the binary, default this tree's,
+# built), DETVM_HOME (default: a bench home under target/), OUT (a folder for the logs,
+# default target/bench-explore).
 # Each side stops at its first failure (a campaign is interrupted with SIGINT, so it
 # still prints its report and where its time went) or at the budget.
 set -euo pipefail
@@ -16,9 +17,13 @@ n=${1:-5}
 budget=${2:-600}
 jobs=${JOBS:-$(nproc)}
 compose=examples/replog/docker-compose.yaml
-cargo build --release -q -p detvm
+# DETVM: a detvm binary to measure (e.g. a copy, so rebuilding the tree meanwhile does
+# not change it); by default this tree's, built first.
+if [ -z "${DETVM:-}" ]; then
+  cargo build --release -q -p detvm
+fi
+detvm=${DETVM:-$PWD/target/release/detvm}
 export DETVM_HOME=${DETVM_HOME:-$PWD/target/bench-explore-home}
-detvm=$PWD/target/release/detvm
 out=${OUT:-$PWD/target/bench-explore}
 mkdir -p "$out"
 DETVM=$detvm examples/replog/build-images.sh >/dev/null 2>&1

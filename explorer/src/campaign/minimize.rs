@@ -198,7 +198,9 @@ impl Lineage<'_> {
                 .root
                 .start_branch(&snap, t.branch.unwrap_or(0), &plans[i])?;
             let from = session.now();
-            let ending = self.root.advance(&mut session, from, &mut Quiet)?;
+            let ending = self
+                .root
+                .advance(&mut session, from, self.root.horizon_ns, &mut Quiet)?;
             if i == last || ending != Ending::Reached {
                 return Ok(self.judge(&mut session, ending));
             }
@@ -291,7 +293,8 @@ impl Lineage<'_> {
             if i < last {
                 let mut session = self.root.start_branch(&fork, branch, &self.plans[i])?;
                 let from = session.now();
-                self.root.advance(&mut session, from, &mut Quiet)?;
+                self.root
+                    .advance(&mut session, from, self.root.horizon_ns, &mut Quiet)?;
                 fork = session.snapshot()?;
             }
         }
@@ -378,12 +381,7 @@ pub fn minimize(
 
     let dir = store.dir(campaign);
     let inputs = RunInputs::load(&dir)?;
-    let horizon_ns = replay::load_horizon(&dir)?;
-    let (run_opts, prepared) = inputs.prepare_again(&opts.home, name, observer)?;
-    let scratch = tempfile::tempdir()
-        .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
-    let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
-    let root = Root::new(plan, &prepared, horizon_ns);
+    let (root, _scratch) = replay::open_root(&opts.home, &dir, name, observer)?;
     let fail = |e: String| RunError::Infrastructure(format!("{name}: {e}"));
     let stop = || -> Result<(), String> {
         if interrupt.load(Ordering::SeqCst) {
