@@ -9,6 +9,9 @@
 
 use std::collections::HashMap;
 
+/// Answers, for each candidate subset, whether the failure still happens.
+pub type Test<'a, E> = dyn FnMut(&[Vec<usize>]) -> Result<Vec<bool>, E> + 'a;
+
 /// The smallest failing subset found, how many distinct subsets were tested, and
 /// whether the search ran to its end (it is 1-minimal) or stopped at the test limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,12 +25,7 @@ pub struct Reduced {
 /// happens with only those elements. The caller has checked that the whole list fails.
 /// The empty subset is tried first: a failure that needs none of the elements. After
 /// `limit` tests the search stops with the smallest failing subset found so far.
-pub fn ddmin<E>(
-    n: usize,
-    batch: usize,
-    limit: usize,
-    test: &mut dyn FnMut(&[Vec<usize>]) -> Result<Vec<bool>, E>,
-) -> Result<Reduced, E> {
+pub fn ddmin<E>(n: usize, batch: usize, limit: usize, test: &mut Test<E>) -> Result<Reduced, E> {
     let mut memo: HashMap<Vec<usize>, bool> = HashMap::new();
     let mut current: Vec<usize> = (0..n).collect();
     memo.insert(current.clone(), true);
@@ -92,7 +90,7 @@ fn first_failing<E>(
     batch: usize,
     limit: usize,
     memo: &mut HashMap<Vec<usize>, bool>,
-    test: &mut dyn FnMut(&[Vec<usize>]) -> Result<Vec<bool>, E>,
+    test: &mut Test<E>,
 ) -> Result<Option<usize>, E> {
     let mut next = 0;
     loop {

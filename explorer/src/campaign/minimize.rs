@@ -561,7 +561,7 @@ pub fn minimize(
         },
         |_, _| {
             finished_branches += 1;
-            if finished_branches % opts.trials.max(1) == 0 {
+            if finished_branches.is_multiple_of(opts.trials.max(1)) {
                 observer.info(&format!(
                     "curve: {finished_branches} of {} fresh branches",
                     items.len()

@@ -314,7 +314,7 @@ pub fn explore(
         }
         let results = run_round(&root, &items, &c.cache, &c.dir, opts.jobs);
         c.merge(results, opts, observer, &mut store)?;
-        if abort_after.is_some_and(|k| c.state.next_branch - 1 >= k) {
+        if abort_after.is_some_and(|k| c.state.next_branch > k) {
             std::process::abort();
         }
     };

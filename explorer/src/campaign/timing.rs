@@ -12,7 +12,7 @@ pub enum Phase {
     Guest,
     /// A session restored or forked from a snapshot.
     Fork,
-    /// A session snapshotted.
+    /// A session snapshotted, and snapshot files written and read.
     Snapshot,
     /// Novelty: events turned into coverage keys, merged into the campaign's.
     Score,

@@ -127,6 +127,7 @@ impl Session {
 
     /// Reads a snapshot file written by [`Session::save`] (checksum first).
     pub fn load(path: &Path, plan: &WorldPlan) -> Result<SessionSnapshot, RunError> {
+        let _time = timer(Phase::Snapshot);
         let bad = |e: String| RunError::Input(format!("{}: {e}", path.display()));
         let (world, app) =
             file::load_with_app(path, &plan.config).map_err(|e| bad(e.to_string()))?;
@@ -285,6 +286,7 @@ impl Session {
         parent: Option<(&Path, &WorldSnapshot)>,
     ) -> Result<(SessionSnapshot, Written), String> {
         let snap = self.snapshot()?;
+        let _time = timer(Phase::Snapshot);
         let app = serde_json::to_vec(&snap.runner).expect("runner state serializes");
         let written = file::save_with_app(&snap.world, path, parent, Some(&app))
             .map_err(|e| e.to_string())?;
