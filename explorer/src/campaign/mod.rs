@@ -257,11 +257,30 @@ fn pick_stream(seed: u64) -> ChaCha20Rng {
 /// campaign to this many branches. Only tests set it.
 const ABORT_AFTER: &str = "DETVM_TEST_ABORT_AFTER_BRANCHES";
 
+/// Runs a round's work items somewhere else (worker processes, hosts) and gives their
+/// results back in the items' order. The items' parents are files in the campaign's
+/// `snapshots/` folder; results name the files their branches wrote there
+/// ([`item::Worker`] does both). Without one, rounds run on `jobs` threads here.
+pub trait Executor {
+    fn run(&mut self, items: &[WorkItem]) -> Result<Vec<ItemResult>, RunError>;
+}
+
 /// Runs a campaign (or resumes one, `opts.resume`); `interrupt` stops it between rounds.
 pub fn explore(
     opts: &ExploreOptions,
     observer: &mut dyn Observer,
     interrupt: &AtomicBool,
+) -> Result<CampaignReport, RunError> {
+    explore_with(opts, observer, interrupt, None)
+}
+
+/// [`explore`], with the rounds' items run by `executor` when given. The tree is the
+/// same either way: the coordinator picks, scores and commits in branch order.
+pub fn explore_with(
+    opts: &ExploreOptions,
+    observer: &mut dyn Observer,
+    interrupt: &AtomicBool,
+    mut executor: Option<&mut dyn Executor>,
 ) -> Result<CampaignReport, RunError> {
     let wall = Instant::now();
     let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
@@ -309,10 +328,20 @@ pub fn explore(
             .collect();
         c.state.next_branch += items.len() as u64;
         c.state.pick = StreamState::of(&rng);
-        for item in &items {
-            c.load_parent(&root, item.parent)?;
+        let results = match executor.as_deref_mut() {
+            Some(executor) => executor.run(&items)?,
+            None => {
+                for item in &items {
+                    c.load_parent(&root, item.parent)?;
+                }
+                run_round(&root, &items, &c.cache, &c.dir, opts.jobs)
+            }
+        };
+        if results.len() != items.len() || results.iter().zip(&items).any(|(r, i)| r.item != *i) {
+            return Err(RunError::Infrastructure(
+                "the executor gave back results that are not the round's items, in order".into(),
+            ));
         }
-        let results = run_round(&root, &items, &c.cache, &c.dir, opts.jobs);
         c.merge(results, opts, observer, &mut store)?;
         if abort_after.is_some_and(|k| c.state.next_branch > k) {
             std::process::abort();
@@ -522,14 +551,18 @@ impl Coordinator {
             ));
             observer.progress(t.end_ns, &format!("T{}", t.id));
             self.state.virtual_ns += t.end_ns - t.from_ns;
-            match (&r.snapshot, r.in_memory.take()) {
-                (Some(file), Some(snap)) if score > 0.0 => {
+            match &r.snapshot {
+                Some(file) if score > 0.0 => {
                     self.state.frontier.push(t.id, t.end_ns, score);
                     self.state.files.add(t.id, file.bytes, t.parent);
-                    self.cache.insert(t.id, snap);
+                    // A remote executor's result has no in-memory copy: read the file
+                    // when a branch forks from it.
+                    if let Some(snap) = r.in_memory.take() {
+                        self.cache.insert(t.id, snap);
+                    }
                 }
-                (Some(_), _) => delete.push(t.id),
-                _ => {}
+                Some(_) => delete.push(t.id),
+                None => {}
             }
         }
         let pruned = self
