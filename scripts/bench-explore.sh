@@ -104,7 +104,8 @@ for side in explore loop; do
   awk -F'\t' -v side="$side" -v budget="$budget" '
     $1 == side { n++; v[n] = ($3 == "none") ? 1e18 : $3 }
     END {
-      asort(v); found = 0
+      for (a = 2; a <= n; a++) for (b = a; b > 1 && v[b - 1] > v[b]; b--) { t = v[b]; v[b] = v[b - 1]; v[b - 1] = t }
+      found = 0
       for (k = 1; k <= n; k++) if (v[k] < 1e18) found++
       m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
       med = (m >= 1e17) ? "> " budget : sprintf("%.1f", m)
