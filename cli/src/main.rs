@@ -6,6 +6,7 @@ mod doctor_cmd;
 mod exit;
 mod explore_cmd;
 mod image_cmd;
+mod minimize_cmd;
 mod notebook_cmd;
 mod progress;
 mod report;
@@ -60,6 +61,9 @@ enum Command {
     /// A stored campaign: `detvm campaign show C` prints its report.
     #[command(subcommand)]
     Campaign(crate::explore_cmd::CampaignCommand),
+    /// Shrink a campaign's failing timeline `C/T`: the fewest faults that keep it failing
+    /// (delta debugging over replays), a reproduction, and the bug-likelihood curve.
+    Minimize(crate::minimize_cmd::MinimizeArgs),
     /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
     /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
     Notebook(crate::notebook_cmd::NotebookArgs),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Explore(args) => crate::explore_cmd::explore(args),
         Command::Campaigns => crate::explore_cmd::list(),
         Command::Campaign(cmd) => crate::explore_cmd::campaign(cmd),
+        Command::Minimize(args) => crate::minimize_cmd::minimize(args),
         Command::Notebook(args) => crate::notebook_cmd::run(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());

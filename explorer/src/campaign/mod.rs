@@ -11,15 +11,18 @@
 //! `jobs` threads, each owning its Sessions; results merge in branch order, so the same
 //! seed and branch budget give the same tree for any `jobs`.
 
+pub mod ddmin;
 pub mod files;
 pub mod findings;
 pub mod frontier;
 pub mod item;
+pub mod minimize;
 pub mod novelty;
 pub mod replay;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod timing;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -349,6 +352,7 @@ pub fn explore_with(
             std::process::abort();
         }
     };
+    observer.info(&timing::summary(wall.elapsed().as_secs_f64(), opts.jobs));
     c.state.wall_ms += wall.elapsed().as_millis() as u64;
     // The wall time of this session is committed with no new timelines.
     store.commit_round(&c.id, &[], &c.state).map_err(infra)?;

@@ -117,6 +117,7 @@ impl Observed {
     }
 
     pub fn event(&mut self, e: &StoredEvent) {
+        let _time = super::timing::timer(super::timing::Phase::Score);
         let body = &e.body;
         match e.kind.as_str() {
             "console" => {
@@ -224,6 +225,7 @@ impl Coverage {
         observed: &Observed,
         weights: &Weights,
     ) -> (f64, BTreeMap<Category, u32>) {
+        let _time = super::timing::timer(super::timing::Phase::Score);
         let mut score = 0.0;
         let mut new = BTreeMap::new();
         for key in &observed.keys {

@@ -87,7 +87,7 @@ pub(super) fn open_root(
 }
 
 /// `C/T` split into the campaign id and the timeline number.
-fn parse(run: &str) -> Result<(&str, u64), String> {
+pub(super) fn parse(run: &str) -> Result<(&str, u64), String> {
     let (c, t) = run
         .split_once('/')
         .ok_or_else(|| format!("`{run}` is not a timeline; write CAMPAIGN/T<number>"))?;

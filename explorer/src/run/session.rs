@@ -19,6 +19,7 @@ use super::runner::{Effect, Ending, Runner, SavedRunner, STEP_NS};
 use super::services::Tracked;
 use super::setup::WorldPlan;
 use super::RunError;
+use crate::campaign::timing::{timer, Phase};
 use crate::observer::Observer;
 use crate::store::StoredEvent;
 use detvm_protocol::message::HostMessage;
@@ -109,6 +110,7 @@ impl Session {
         duration_ns: u64,
         branch: Option<u64>,
     ) -> Result<Session, RunError> {
+        let _time = timer(Phase::Fork);
         let mut runner = Runner::new(tracked(plan), seed, duration_ns);
         runner
             .resume(snapshot.runner.clone())
@@ -125,6 +127,7 @@ impl Session {
 
     /// Reads a snapshot file written by [`Session::save`] (checksum first).
     pub fn load(path: &Path, plan: &WorldPlan) -> Result<SessionSnapshot, RunError> {
+        let _time = timer(Phase::Snapshot);
         let bad = |e: String| RunError::Input(format!("{}: {e}", path.display()));
         let (world, app) =
             file::load_with_app(path, &plan.config).map_err(|e| bad(e.to_string()))?;
@@ -194,10 +197,12 @@ impl Session {
     ) -> Result<Option<Ending>, String> {
         let until = VirtualTime((self.now() + STEP_NS).min(limit_ns));
         let mut fresh = Vec::new();
+        let guest = timer(Phase::Guest);
         let outcome = self
             .world
             .run_until(until, &mut |e| fresh.push(e))
             .map_err(|e| format!("the world stopped at {}: {e}", self.world.now()))?;
+        drop(guest);
         let mut batch = Vec::with_capacity(fresh.len());
         for event in fresh {
             let stored = self.runner.observe(event.clone());
@@ -265,6 +270,7 @@ impl Session {
 
     /// The whole session, captured between steps; it goes on unchanged.
     pub fn snapshot(&mut self) -> Result<SessionSnapshot, String> {
+        let _time = timer(Phase::Snapshot);
         let world = self.world.snapshot().map_err(|e| e.to_string())?;
         Ok(SessionSnapshot {
             world,
@@ -280,6 +286,7 @@ impl Session {
         parent: Option<(&Path, &WorldSnapshot)>,
     ) -> Result<(SessionSnapshot, Written), String> {
         let snap = self.snapshot()?;
+        let _time = timer(Phase::Snapshot);
         let app = serde_json::to_vec(&snap.runner).expect("runner state serializes");
         let written = file::save_with_app(&snap.world, path, parent, Some(&app))
             .map_err(|e| e.to_string())?;
@@ -290,6 +297,7 @@ impl Session {
     /// state, the World re-seeded from (seed, branch). This session goes on unchanged;
     /// the fork has no journal.
     pub fn fork(&mut self, branch: u64) -> Result<Session, String> {
+        let _time = timer(Phase::Fork);
         let snap = self.world.snapshot().map_err(|e| e.to_string())?;
         let world = World::fork(&snap, Some(branch)).map_err(|e| e.to_string())?;
         Ok(Session {
