@@ -1254,6 +1254,14 @@ uc_err uc_emu_start(uc_engine *uc, uint64_t begin, uint64_t until,
 }
 
 UNICORN_EXPORT
+// detvm: where the generated code stores the TB of the running UC_HOOK_BLOCK
+// callback, so the callback need not look the TB up by its pc and CPU flags.
+UNICORN_EXPORT
+void **uc_detvm_block_hook_tb_slot(uc_engine *uc)
+{
+    return &uc->block_hook_tb;
+}
+
 uc_err uc_emu_stop(uc_engine *uc)
 {
     UC_INIT(uc);

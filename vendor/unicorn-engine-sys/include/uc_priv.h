@@ -432,6 +432,9 @@ struct uc_struct {
     bool thread_executable_entry;
     bool current_executable;
     bool skip_sync_pc_on_exit;
+    // detvm: the TB whose UC_HOOK_BLOCK callback runs now, stored by the generated
+    // code right before the callback (see translator_loop).
+    void *block_hook_tb;
 };
 
 // Metadata stub for the variable-size cpu context used with uc_context_*()

@@ -1,8 +1,9 @@
 //! Exact instruction counting without a per-instruction hook, and the state the C hooks share.
 //!
 //! A single block hook (which Unicorn inlines into the generated code) runs at the start of
-//! every translation block. It commits the previous block in full, finds the QEMU block
-//! about to run and remembers it with its instruction count. Wherever a block is cut short
+//! every translation block. It commits the previous block in full, takes the QEMU block
+//! about to run (the patched Unicorn stores it for the hook) and remembers it with its
+//! instruction count. Wherever a block is cut short
 //! (an exception, a stop from an I/O hook, QEMU's self-modifying-code restart) the cut
 //! point's index inside the block is read from QEMU's per-instruction search data, so the
 //! count is exact at every instruction. When the next block would overrun the budget the
@@ -95,6 +96,8 @@ impl CurTb {
 pub(super) struct HookState {
     pub uc: *mut uc_engine,
     pub cpu: Cpu,
+    /// Where Unicorn publishes the TB of the running block hook (see `internals`).
+    pub hook_tb_slot: *const *const u8,
     /// The `GuestIo` of the `run` in progress. SAFETY contract: set by `run` right before
     /// `uc_emu_start` and cleared before `run` returns; hooks only fire inside it.
     pub io: Option<NonNull<dyn GuestIo>>,
@@ -126,6 +129,8 @@ impl HookState {
         HookState {
             uc,
             cpu,
+            // SAFETY: only returns the address of a field of the open engine.
+            hook_tb_slot: unsafe { super::internals::uc_detvm_block_hook_tb_slot(uc.cast()) },
             io: None,
             vcpu_index: 0,
             vcpu_count,
@@ -189,7 +194,9 @@ impl HookState {
     /// deliver before this block runs (`Mode::Inject`); the caller delivers it.
     pub fn on_block_start(&mut self, pc: u64, size: u32) -> Option<u8> {
         let forced = std::mem::take(&mut self.forced_cflags);
-        let found = self.cpu.current_tb(pc, size, forced);
+        // SAFETY: the slot belongs to this engine and this is its block hook.
+        let found = unsafe { super::internals::hooked_tb(self.hook_tb_slot, pc, size) }
+            .or_else(|| self.cpu.current_tb(pc, size, forced));
         if let Some(prev) = self.cur.take() {
             // A block QEMU limited to one instruction without us asking is its restart after
             // self-modifying code: the previous block ended before that instruction.

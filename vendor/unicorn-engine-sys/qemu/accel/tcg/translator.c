@@ -75,6 +75,14 @@ void translator_loop(const TranslatorOps *ops, DisasContextBase *db,
      */
     if (HOOK_EXISTS_BOUNDED(uc, UC_HOOK_BLOCK, tb->pc)) {
         ops->pc_sync(db, cpu);
+        {
+            /* detvm: publish this TB to the block hook (uc_detvm_block_hook_tb_slot). */
+            TCGv_ptr slot = tcg_const_ptr(tcg_ctx, &uc->block_hook_tb);
+            TCGv_ptr this_tb = tcg_const_ptr(tcg_ctx, tb);
+            tcg_gen_st_ptr(tcg_ctx, this_tb, slot, 0);
+            tcg_temp_free_ptr(tcg_ctx, this_tb);
+            tcg_temp_free_ptr(tcg_ctx, slot);
+        }
         prev_op = tcg_last_op(tcg_ctx);
         block_hook = true;
         gen_uc_tracecode(tcg_ctx, 0xf8f8f8f8, UC_HOOK_BLOCK_IDX, uc, db->pc_first);
