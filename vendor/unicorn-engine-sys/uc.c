@@ -1254,6 +1254,14 @@ uc_err uc_emu_start(uc_engine *uc, uint64_t begin, uint64_t until,
 }
 
 UNICORN_EXPORT
+// detvm: from now on, TBs count instructions in `counter` (see uc_priv.h); call it
+// before the first uc_emu_start. The counter must outlive the engine.
+UNICORN_EXPORT
+void uc_detvm_set_counter(uc_engine *uc, struct uc_detvm_counter *counter)
+{
+    uc->detvm_counter = counter;
+}
+
 // detvm: where the generated code stores the TB of the running UC_HOOK_BLOCK
 // callback, so the callback need not look the TB up by its pc and CPU flags.
 UNICORN_EXPORT

@@ -269,6 +269,16 @@ static inline bool _hook_exists_bounded(struct list_item *cur, uint64_t addr)
 typedef struct TargetPageBits TargetPageBits;
 typedef struct TCGContext TCGContext;
 
+// detvm: instruction counting state shared by generated code and detvm's block hook
+// (see gen_detvm_count_fast_path in qemu/accel/tcg/translator.c). Owned by the caller.
+struct uc_detvm_counter {
+    uint64_t committed;  // instructions retired before the current block
+    uint64_t cur_icount; // instructions of the current block (0: none)
+    uint64_t limit;      // a block may start on the fast path while the total stays <= this
+    uint64_t cur_tb;     // the current TranslationBlock
+    uint64_t cur_pc;     // its guest pc
+};
+
 struct uc_struct {
     uc_arch arch;
     uc_mode mode;
@@ -435,6 +445,8 @@ struct uc_struct {
     // detvm: the TB whose UC_HOOK_BLOCK callback runs now, stored by the generated
     // code right before the callback (see translator_loop).
     void *block_hook_tb;
+    // detvm: the instruction counter the generated code keeps (uc_detvm_set_counter).
+    struct uc_detvm_counter *detvm_counter;
 };
 
 // Metadata stub for the variable-size cpu context used with uc_context_*()

@@ -84,6 +84,24 @@ pub(super) struct CurTb {
     pub icount: u32,
 }
 
+/// The count the generated code keeps itself (`struct uc_detvm_counter` of the patched
+/// Unicorn, vendor/unicorn-engine-sys/PATCHES.md). A block starts without calling the
+/// block hook while `committed + cur_icount + its icount <= limit` and no exit is
+/// requested: it adds `cur_icount` to `committed` and becomes the current block, which is
+/// exactly what [`HookState::on_block_start`] does in its common case. `limit` is 0
+/// whenever the hook must see every block.
+#[repr(C)]
+#[derive(Default)]
+pub(super) struct Counter {
+    /// Instructions retired in this run before the current block.
+    pub committed: u64,
+    /// The current block's instruction count; 0 when there is none.
+    cur_icount: u64,
+    limit: u64,
+    cur_tb: u64,
+    cur_pc: u64,
+}
+
 impl CurTb {
     /// The block, unless a TB flush has reused its memory since (then it had completed:
     /// QEMU only flushes between blocks).
@@ -103,10 +121,9 @@ pub(super) struct HookState {
     pub io: Option<NonNull<dyn GuestIo>>,
     pub vcpu_index: u32,
     pub vcpu_count: u32,
-    /// Instructions retired in this run outside `cur`.
-    pub committed: u64,
-    /// The block running now, not yet added to `committed`.
-    pub cur: Option<CurTb>,
+    /// Instructions retired in this run (`committed`) and the block running now, not yet
+    /// added to it (see `cur`). Shared with the generated code: keep it in this boxed state.
+    pub counter: Counter,
     pub budget: u64,
     /// Compile flags the run loop forced on the first block of this `uc_emu_start`.
     pub forced_cflags: u32,
@@ -134,8 +151,7 @@ impl HookState {
             io: None,
             vcpu_index: 0,
             vcpu_count,
-            committed: 0,
-            cur: None,
+            counter: Counter::default(),
             budget: 0,
             forced_cflags: 0,
             stop: None,
@@ -156,11 +172,43 @@ impl HookState {
         std::hint::black_box(&mut *self);
     }
 
+    /// The block running now, not yet added to `counter.committed`.
+    pub fn cur(&self) -> Option<CurTb> {
+        let c = &self.counter;
+        (c.cur_icount != 0).then(|| CurTb {
+            tb: Tb::from_addr(c.cur_tb),
+            pc: c.cur_pc,
+            icount: c.cur_icount as u32,
+        })
+    }
+
+    pub fn set_cur(&mut self, cur: Option<CurTb>) {
+        let c = &mut self.counter;
+        (c.cur_tb, c.cur_pc, c.cur_icount) = match cur {
+            Some(t) => (t.tb.addr(), t.pc, t.icount as u64),
+            None => (0, 0, 0),
+        };
+    }
+
+    pub fn take_cur(&mut self) -> Option<CurTb> {
+        let cur = self.cur();
+        self.set_cur(None);
+        cur
+    }
+
+    /// Lets blocks start without the hook only where the hook would just count them: a
+    /// normal run, past a count-limited first block, with no stop requested.
+    pub fn sync_fast_limit(&mut self) {
+        let plain = self.mode == Mode::Normal && self.forced_cflags == 0 && self.stop.is_none();
+        self.counter.limit = if plain { self.budget } else { 0 };
+    }
+
     /// Ends this `uc_emu_start` at the next exit check (block start or after a memory access).
     pub fn request_stop(&mut self, why: Stop) {
         if self.stop.is_none() || matches!(why, Stop::Error(_)) {
             self.stop = Some(why);
         }
+        self.counter.limit = 0;
         // SAFETY: `uc` is the open engine; uc_emu_stop only sets flags.
         unsafe { unicorn_engine::uc_emu_stop(self.uc) };
     }
@@ -168,15 +216,15 @@ impl HookState {
     /// Instructions retired in this run before the instruction at guest `pc` (which belongs
     /// to the current block).
     pub fn insns_at_pc(&self, pc: u64) -> u64 {
-        self.committed + self.cur.and_then(|c| c.tb()?.index_of_pc(pc)).unwrap_or(0) as u64
+        self.counter.committed + self.cur().and_then(|c| c.tb()?.index_of_pc(pc)).unwrap_or(0) as u64
     }
 
     /// As [`Self::insns_at_pc`] for an instruction known by the host return address of a
     /// memory access (`mem_io_pc`), where QEMU has not synced RIP.
     pub fn insns_at_host_pc(&self, host_pc: usize) -> u64 {
-        self.committed
+        self.counter.committed
             + self
-                .cur
+                .cur()
                 .and_then(|c| c.tb()?.index_of_host_pc(host_pc))
                 .unwrap_or(0) as u64
     }
@@ -184,20 +232,26 @@ impl HookState {
     /// The current block ends before the instruction at `pc` (a fault, a rewind) or, when
     /// `pc` is not one of its instructions, after its last one.
     pub fn cut_current_block_at(&mut self, pc: u64) {
-        if let Some(c) = self.cur.take() {
+        if let Some(c) = self.take_cur() {
             let done = c.tb().and_then(|t| t.index_of_pc(pc));
-            self.committed += done.unwrap_or(c.icount) as u64;
+            self.counter.committed += done.unwrap_or(c.icount) as u64;
         }
     }
 
     /// The block hook: see the module documentation. Returns the external interrupt to
     /// deliver before this block runs (`Mode::Inject`); the caller delivers it.
     pub fn on_block_start(&mut self, pc: u64, size: u32) -> Option<u8> {
+        let inject = self.count_block_start(pc, size);
+        self.sync_fast_limit();
+        inject
+    }
+
+    fn count_block_start(&mut self, pc: u64, size: u32) -> Option<u8> {
         let forced = std::mem::take(&mut self.forced_cflags);
         // SAFETY: the slot belongs to this engine and this is its block hook.
         let found = unsafe { super::internals::hooked_tb(self.hook_tb_slot, pc, size) }
             .or_else(|| self.cpu.current_tb(pc, size, forced));
-        if let Some(prev) = self.cur.take() {
+        if let Some(prev) = self.take_cur() {
             // A block QEMU limited to one instruction without us asking is its restart after
             // self-modifying code: the previous block ended before that instruction.
             let restarted = forced == 0 && found.is_some_and(|t| t.cflags() & CF_COUNT_MASK == 1);
@@ -208,7 +262,7 @@ impl HookState {
             } else {
                 prev.icount
             };
-            self.committed += done as u64;
+            self.counter.committed += done as u64;
         }
         if self.stop.is_some() || self.cpu.exit_requested() {
             return None; // this block will not start
@@ -239,7 +293,7 @@ impl HookState {
             )));
             return None;
         }
-        let left = self.budget.saturating_sub(self.committed);
+        let left = self.budget.saturating_sub(self.counter.committed);
         if icount as u64 > left {
             let why = if left == 0 {
                 Stop::Budget
@@ -249,7 +303,7 @@ impl HookState {
             self.request_stop(why);
             return None;
         }
-        self.cur = Some(CurTb { tb, pc, icount });
+        self.set_cur(Some(CurTb { tb, pc, icount }));
         None
     }
 

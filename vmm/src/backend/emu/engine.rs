@@ -86,6 +86,9 @@ impl Engine {
             contexts: Vec::new(),
             current: 0,
         };
+        // SAFETY: `state` is boxed and freed only after uc_close, so the counter outlives
+        // the engine; no code has been translated yet.
+        unsafe { int::uc_detvm_set_counter(uc.cast(), &raw mut (*engine.state).counter) };
         let write = |c: ControlType| ControlType(c.0 | ControlType::IO_WRITE.0);
         // SAFETY: uc_ctl with the argument types these controls take (an int each).
         unsafe {

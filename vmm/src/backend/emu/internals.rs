@@ -143,6 +143,8 @@ extern "C" {
     /// Where the generated code stores the TB whose block hook runs (patched Unicorn:
     /// vendor/unicorn-engine-sys/PATCHES.md).
     pub fn uc_detvm_block_hook_tb_slot(uc: *mut c_void) -> *const *const u8;
+    /// Makes new TBs count instructions in `counter` (patched Unicorn, as above).
+    pub fn uc_detvm_set_counter(uc: *mut c_void, counter: *mut super::counting::Counter);
     #[link_name = "tb_htable_lookup_x86_64"]
     fn tb_htable_lookup(
         cs: *mut CpuState,
@@ -348,6 +350,12 @@ pub unsafe fn hooked_tb(slot: *const *const u8, pc: u64, size: u32) -> Option<Tb
 pub struct Tb(*const u8);
 
 impl Tb {
+    pub fn from_addr(addr: u64) -> Tb {
+        Tb(addr as usize as *const u8)
+    }
+    pub fn addr(&self) -> u64 {
+        self.0 as usize as u64
+    }
     // SAFETY (all field reads): `self.0` came from the jump cache or hash table in this
     // engine and TBs are only freed by a TB flush, which the callers rule out (see
     // `super::counting`).

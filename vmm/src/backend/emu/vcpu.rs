@@ -150,6 +150,7 @@ fn run_loop(eng: &mut Engine) -> Result<VcpuExit, VcpuError> {
                 u32::MAX
             };
             st.cpu.set_cflags_next_tb(next);
+            st.sync_fast_limit();
             (st.cpu, st.cpu.eip())
         };
         // SAFETY: the engine is open and locked; hooks reach the state through `sp`.
@@ -217,8 +218,8 @@ impl Vcpu for EmuVcpu {
         let io: NonNull<dyn GuestIo + 'static> = unsafe { std::mem::transmute(io) };
         let st = eng.state_mut();
         st.io = Some(io);
-        st.committed = 0;
-        st.cur = None;
+        st.counter.committed = 0;
+        st.set_cur(None);
         st.budget = budget;
         st.stop = None;
         st.forced_cflags = 0;
@@ -230,8 +231,8 @@ impl Vcpu for EmuVcpu {
         let result = run_loop(eng);
         let st = eng.state_mut();
         st.io = None;
-        st.cur = None;
-        self.retired += st.committed;
+        st.set_cur(None);
+        self.retired += st.counter.committed;
         if let Some(p) = st.panic.take() {
             drop(guard);
             std::panic::resume_unwind(p);
@@ -268,8 +269,9 @@ impl Vcpu for EmuVcpu {
                 cr2: st.cpu.cr(2),
             };
             st.stop = None;
-            st.cur = None;
+            st.set_cur(None);
             st.forced_cflags = 0;
+            st.sync_fast_limit();
             (st.cpu, st.cpu.eip())
         };
         // SAFETY: as in run_loop; the block hook delivers and stops before any instruction.

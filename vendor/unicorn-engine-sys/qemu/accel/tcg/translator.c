@@ -32,6 +32,86 @@ void translator_loop_temp_check(DisasContextBase *db)
 #endif
 }
 
+/*
+ * detvm: exact instruction counting without calling the block hook for every TB.
+ * With a counter registered (uc_detvm_set_counter), a TB starts with:
+ *
+ *     if (exit not requested &&
+ *         c->committed + c->cur_icount + ICOUNT <= c->limit) {
+ *         c->committed += c->cur_icount;   // the previous block retired in full
+ *         c->cur_icount = ICOUNT; c->cur_tb = tb; c->cur_pc = pc;
+ *         goto body;                       // no hook, no exit check needed
+ *     }
+ *     <block hook> <exit check>
+ *   body:
+ *
+ * which is what detvm's block hook does in its common case; the hook handles every
+ * other case (and sets limit to 0 whenever it must see every block). Count-limited
+ * TBs never get the fast path. ICOUNT is patched in once the TB is translated, into
+ * the two constant ops returned in icount_ops.
+ */
+static void gen_detvm_count_fast_path(TCGContext *tcg_ctx, struct uc_struct *uc,
+                                      TranslationBlock *tb, target_ulong pc,
+                                      TCGLabel **body_label, TCGOp **icount_ops)
+{
+    TCGLabel *slow = gen_new_label(tcg_ctx);
+    TCGv_i32 exit_flag = tcg_temp_new_i32(tcg_ctx);
+    TCGv_ptr c;
+    TCGv_i64 committed, cur_icount, icount, end, limit, value;
+
+    *body_label = gen_new_label(tcg_ctx);
+    tcg_gen_ld_i32(tcg_ctx, exit_flag, tcg_ctx->cpu_env,
+                   offsetof(ArchCPU, neg.icount_decr.u32) - offsetof(ArchCPU, env));
+    tcg_gen_brcondi_i32(tcg_ctx, TCG_COND_LT, exit_flag, 0, slow);
+    tcg_temp_free_i32(tcg_ctx, exit_flag);
+
+    /* A new basic block: every temp below is created and used inside it. */
+    c = tcg_const_ptr(tcg_ctx, uc->detvm_counter);
+    committed = tcg_temp_new_i64(tcg_ctx);
+    cur_icount = tcg_temp_new_i64(tcg_ctx);
+    end = tcg_temp_new_i64(tcg_ctx);
+    limit = tcg_temp_new_i64(tcg_ctx);
+    tcg_gen_ld_i64(tcg_ctx, committed, c, offsetof(struct uc_detvm_counter, committed));
+    tcg_gen_ld_i64(tcg_ctx, cur_icount, c, offsetof(struct uc_detvm_counter, cur_icount));
+    tcg_gen_add_i64(tcg_ctx, committed, committed, cur_icount);
+    icount = tcg_const_i64(tcg_ctx, 0xf7f7f7f7);
+    icount_ops[0] = tcg_last_op(tcg_ctx);
+    tcg_gen_add_i64(tcg_ctx, end, committed, icount);
+    tcg_gen_ld_i64(tcg_ctx, limit, c, offsetof(struct uc_detvm_counter, limit));
+    tcg_gen_brcond_i64(tcg_ctx, TCG_COND_GTU, end, limit, slow);
+
+    /* Another basic block: reload what is still needed. */
+    tcg_temp_free_i64(tcg_ctx, committed);
+    tcg_temp_free_i64(tcg_ctx, cur_icount);
+    tcg_temp_free_i64(tcg_ctx, end);
+    tcg_temp_free_i64(tcg_ctx, limit);
+    tcg_temp_free_i64(tcg_ctx, icount);
+    tcg_temp_free_ptr(tcg_ctx, c);
+    c = tcg_const_ptr(tcg_ctx, uc->detvm_counter);
+    committed = tcg_temp_new_i64(tcg_ctx);
+    cur_icount = tcg_temp_new_i64(tcg_ctx);
+    tcg_gen_ld_i64(tcg_ctx, committed, c, offsetof(struct uc_detvm_counter, committed));
+    tcg_gen_ld_i64(tcg_ctx, cur_icount, c, offsetof(struct uc_detvm_counter, cur_icount));
+    tcg_gen_add_i64(tcg_ctx, committed, committed, cur_icount);
+    tcg_gen_st_i64(tcg_ctx, committed, c, offsetof(struct uc_detvm_counter, committed));
+    tcg_temp_free_i64(tcg_ctx, committed);
+    tcg_temp_free_i64(tcg_ctx, cur_icount);
+    value = tcg_const_i64(tcg_ctx, 0xf7f7f7f7);
+    icount_ops[1] = tcg_last_op(tcg_ctx);
+    tcg_gen_st_i64(tcg_ctx, value, c, offsetof(struct uc_detvm_counter, cur_icount));
+    tcg_temp_free_i64(tcg_ctx, value);
+    value = tcg_const_i64(tcg_ctx, (uint64_t)(uintptr_t)tb);
+    tcg_gen_st_i64(tcg_ctx, value, c, offsetof(struct uc_detvm_counter, cur_tb));
+    tcg_temp_free_i64(tcg_ctx, value);
+    value = tcg_const_i64(tcg_ctx, (uint64_t)pc);
+    tcg_gen_st_i64(tcg_ctx, value, c, offsetof(struct uc_detvm_counter, cur_pc));
+    tcg_temp_free_i64(tcg_ctx, value);
+    tcg_temp_free_ptr(tcg_ctx, c);
+    tcg_gen_br(tcg_ctx, *body_label);
+
+    gen_set_label(tcg_ctx, slow);
+}
+
 void translator_loop(const TranslatorOps *ops, DisasContextBase *db,
                      CPUState *cpu, TranslationBlock *tb, int max_insns)
 {
@@ -40,6 +120,8 @@ void translator_loop(const TranslatorOps *ops, DisasContextBase *db,
     TCGContext *tcg_ctx = uc->tcg_ctx;
     TCGOp *prev_op = NULL;
     bool block_hook = false;
+    TCGOp *icount_ops[2] = { NULL, NULL };
+    TCGLabel *body_label = NULL;
 
     /* Initialize DisasContext */
     db->tb = tb;
@@ -83,6 +165,10 @@ void translator_loop(const TranslatorOps *ops, DisasContextBase *db,
             tcg_temp_free_ptr(tcg_ctx, this_tb);
             tcg_temp_free_ptr(tcg_ctx, slot);
         }
+        if (uc->detvm_counter != NULL && !(tb_cflags(tb) & CF_COUNT_MASK)) {
+            gen_detvm_count_fast_path(tcg_ctx, uc, tb, db->pc_first, &body_label,
+                                      icount_ops);
+        }
         prev_op = tcg_last_op(tcg_ctx);
         block_hook = true;
         gen_uc_tracecode(tcg_ctx, 0xf8f8f8f8, UC_HOOK_BLOCK_IDX, uc, db->pc_first);
@@ -92,6 +178,10 @@ void translator_loop(const TranslatorOps *ops, DisasContextBase *db,
 
     /* Start translating.  */
     gen_tb_start(tcg_ctx, db->tb);
+    if (body_label != NULL) {
+        /* detvm: the fast path joins here, past the hook and the exit check. */
+        gen_set_label(tcg_ctx, body_label);
+    }
     // tcg_dump_ops(tcg_ctx, false, "tb start");
 
     ops->tb_start(db, cpu);
@@ -175,5 +265,10 @@ _end_loop:
         }
 
         tcg_op->args[1] = db->tb->size;
+    }
+    if (icount_ops[0] != NULL) {
+        /* detvm: the fast path's instruction count, known only now. */
+        icount_ops[0]->args[1] = db->tb->icount;
+        icount_ops[1]->args[1] = db->tb->icount;
     }
 }
