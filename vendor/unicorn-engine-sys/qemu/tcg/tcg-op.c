@@ -2858,6 +2858,12 @@ void check_exit_request(TCGContext *tcg_ctx)
     if (tcg_ctx->uc->no_exit_request) {
         return;
     }
+    // detvm: with its counter registered, a stop requested during an access takes
+    // effect at the next block start, and a failed access leaves the TB at once
+    // (store_helper and load_helper), so no check after every access.
+    if (tcg_ctx->uc->detvm_counter != NULL) {
+        return;
+    }
 
     TCGv_ptr puc = tcg_const_ptr(tcg_ctx, tcg_ctx->uc);
     TCGv_i32 tmp = tcg_const_i32(tcg_ctx, 0);

@@ -329,7 +329,12 @@ impl HookState {
     }
 
     /// Calls the core's `GuestIo`; a panic in it is kept and re-raised after the run.
+    /// After an error the run only finishes its block (no exit check follows each memory
+    /// access), and the devices see nothing more.
     pub fn with_io<R>(&mut self, f: impl FnOnce(&mut dyn GuestIo) -> R) -> Option<R> {
+        if matches!(self.stop, Some(Stop::Error(_))) {
+            return None;
+        }
         let Some(mut io) = self.io else {
             self.request_stop(Stop::Error("device access outside of run".into()));
             return None;

@@ -1186,6 +1186,17 @@ tb_page_addr_t get_page_addr_code(CPUArchState *env, target_ulong addr)
     return get_page_addr_code_hostp(env, addr, NULL);
 }
 
+/*
+ * detvm: a failed store leaves the TB right away, as a failed load already does,
+ * when no exit check follows each access (see check_exit_request in tcg-op.c).
+ */
+static void detvm_store_failed(struct uc_struct *uc, uintptr_t retaddr)
+{
+    if (uc->detvm_counter != NULL && uc->nested_level > 0 && !uc->cpu->stopped) {
+        cpu_loop_exit_restore(uc->cpu, retaddr);
+    }
+}
+
 static void notdirty_write(CPUState *cpu, vaddr mem_vaddr, unsigned size,
                            CPUIOTLBEntry *iotlbentry, uintptr_t retaddr,
                            CPUTLBEntry *tlbe)
@@ -2242,6 +2253,7 @@ store_helper(CPUArchState *env, target_ulong addr, uint64_t val,
             uc->invalid_error = UC_ERR_WRITE_UNMAPPED;
             // printf("***** Invalid memory write at " TARGET_FMT_lx "\n", addr);
             cpu_exit(uc->cpu);
+            detvm_store_failed(uc, retaddr);
             return;
         } else {
             uc->invalid_error = UC_ERR_OK;
@@ -2261,6 +2273,7 @@ store_helper(CPUArchState *env, target_ulong addr, uint64_t val,
             if (mr == NULL) {
                 uc->invalid_error = UC_ERR_MAP;
                 cpu_exit(uc->cpu);
+                detvm_store_failed(uc, retaddr);
                 return;
             }
         }
@@ -2307,6 +2320,7 @@ store_helper(CPUArchState *env, target_ulong addr, uint64_t val,
             uc->invalid_error = UC_ERR_WRITE_PROT;
             // printf("***** Invalid memory write (ro) at " TARGET_FMT_lx "\n", addr);
             cpu_exit(uc->cpu);
+            detvm_store_failed(uc, retaddr);
             return;
         }
     }
@@ -2317,6 +2331,7 @@ store_helper(CPUArchState *env, target_ulong addr, uint64_t val,
             uc->invalid_addr = paddr;
             uc->invalid_error = UC_ERR_NOMEM;
             cpu_exit(uc->cpu);
+            detvm_store_failed(uc, retaddr);
             return;
         }
         /* refill tlb after CoW */
