@@ -216,7 +216,11 @@ impl HookState {
     /// Instructions retired in this run before the instruction at guest `pc` (which belongs
     /// to the current block).
     pub fn insns_at_pc(&self, pc: u64) -> u64 {
-        self.counter.committed + self.cur().and_then(|c| c.tb()?.index_of_pc(pc)).unwrap_or(0) as u64
+        self.counter.committed
+            + self
+                .cur()
+                .and_then(|c| c.tb()?.index_of_pc(pc))
+                .unwrap_or(0) as u64
     }
 
     /// As [`Self::insns_at_pc`] for an instruction known by the host return address of a

@@ -690,6 +690,10 @@ fn code_patched_through_an_alias_mapping_runs_patched() {
     let mut io = Recorder::default();
     assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
     let r = g.vcpu.regs().unwrap();
-    assert_eq!((r.rbx, r.rax), (1, 2), "the second call ran the patched code");
+    assert_eq!(
+        (r.rbx, r.rax),
+        (1, 2),
+        "the second call ran the patched code"
+    );
     assert_eq!(g.vcpu.instructions_retired(), 10);
 }
