@@ -139,6 +139,9 @@ pub(super) struct HookState {
     /// loop that retires nothing would otherwise never end the run).
     pub deliveries_stuck: u32,
     pub stuck_at: u64,
+    /// A count-limited run is being asked again after QEMU lost its limit to a code
+    /// buffer flush (see `on_block_start`).
+    pub limit_retried: bool,
 }
 
 impl HookState {
@@ -162,6 +165,7 @@ impl HookState {
             panic: None,
             deliveries_stuck: 0,
             stuck_at: u64::MAX,
+            limit_retried: false,
         }
     }
 
@@ -271,6 +275,26 @@ impl HookState {
         if self.stop.is_some() || self.cpu.exit_requested() {
             return None; // this block will not start
         }
+        let limit = forced & CF_COUNT_MASK;
+        if let Some(tb) = found.filter(|t| limit != 0 && t.icount() > limit) {
+            // The first block of a count-limited run is longer than the limit: QEMU's code
+            // buffer was full when it translated the limited block, so it flushed every
+            // block and restarted its loop without the limit. Nothing has run yet; ask
+            // again (a flushed buffer has room). A second refusal is a real Unicorn change.
+            if !std::mem::replace(&mut self.limit_retried, true) {
+                self.request_stop(Stop::Partial(limit));
+                return None;
+            }
+            let icount = tb.icount();
+            self.request_stop(Stop::Error(format!(
+                "a count-limited block did not shorten (cflags_next_tb): {icount} \
+                 instructions at {pc:#x}, limit {limit}"
+            )));
+            return None;
+        }
+        if limit != 0 {
+            self.limit_retried = false;
+        }
         match self.mode {
             Mode::Inject { vector, .. } => return Some(vector),
             Mode::Replay { started: true } => {
@@ -288,15 +312,6 @@ impl HookState {
             return None;
         };
         let icount = tb.icount();
-        let limit = forced & CF_COUNT_MASK;
-        if limit != 0 && icount > limit {
-            // The first block of a count-limited run: QEMU must have honoured the limit.
-            self.request_stop(Stop::Error(format!(
-                "a count-limited block did not shorten (cflags_next_tb): {icount} \
-                 instructions at {pc:#x}, limit {limit}"
-            )));
-            return None;
-        }
         let left = self.budget.saturating_sub(self.counter.committed);
         if icount as u64 > left {
             let why = if left == 0 {

@@ -51,7 +51,22 @@ impl EmuMachine {
         vcpu_count: u32,
     ) -> Result<Self, VcpuError> {
         // SAFETY: forwarded contract.
-        let engine = unsafe { Engine::new(ram, mmio, vcpu_count)? };
+        unsafe { Self::with_code_buffer(ram, mmio, vcpu_count, None) }
+    }
+
+    /// [`Self::new_unchecked`] with QEMU's translated-code buffer limited to `bytes` (tests:
+    /// a small buffer fills and is flushed often; QEMU's minimum is 1 MiB, its default 1 GiB).
+    ///
+    /// # Safety
+    /// As [`Self::new`].
+    pub(super) unsafe fn with_code_buffer(
+        ram: &[(u64, *mut u8, usize)],
+        mmio: &[(u64, u64)],
+        vcpu_count: u32,
+        code_buffer_bytes: Option<u32>,
+    ) -> Result<Self, VcpuError> {
+        // SAFETY: forwarded contract.
+        let engine = unsafe { Engine::new(ram, mmio, vcpu_count, code_buffer_bytes)? };
         Ok(EmuMachine {
             engine: Arc::new(Mutex::new(engine)),
             vcpu_count,
@@ -228,6 +243,7 @@ impl Vcpu for EmuVcpu {
         st.log_insn = u64::MAX;
         st.deliveries_stuck = 0;
         st.stuck_at = u64::MAX;
+        st.limit_retried = false;
         let result = run_loop(eng);
         let st = eng.state_mut();
         st.io = None;
