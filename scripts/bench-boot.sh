@@ -4,6 +4,8 @@
 # initramfs, side by side in one run. Writes a Markdown table to stdout.
 #
 #   scripts/bench-boot.sh [runs]        (default 3 runs each)
+#   DETVM_BASELINE=/tmp/detvm-old scripts/bench-boot.sh 3
+#                                       also an older detvm binary, in the same rounds
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
@@ -12,6 +14,7 @@ kernel=$("$root/images/kernel/build.sh")
 initrd=$("$root/images/guest-probe/build.sh")
 (cd "$root" && cargo build --release -q -p detvm --bin detvm)
 detvm="$root/target/release/detvm"
+baseline=${DETVM_BASELINE:-}
 
 # Prints seconds from start until a line containing PROBE-START appears.
 time_to_init() {
@@ -26,8 +29,8 @@ time_to_init() {
   echo "n/a"
 }
 
-run_detvm() { # kernel-file
-  "$detvm" boot --kernel "$1" --initrd "$initrd" --seed 1 2>/tmp/detvm-bench.err | time_to_init
+run_detvm() { # kernel-file [binary]
+  "${2:-$detvm}" boot --kernel "$1" --initrd "$initrd" --seed 1 2>/tmp/detvm-bench.err | time_to_init
 }
 
 run_qemu() {
@@ -37,12 +40,27 @@ run_qemu() {
     -append "console=ttyS0 panic=-1" 2>/dev/null | time_to_init
 }
 
-echo "| run | detvm emu, vmlinux (s) | detvm emu, bzImage (s) | QEMU TCG icount, bzImage (s) |"
-echo "|---|---|---|---|"
+load() { cut -d' ' -f1 /proc/loadavg; }
+if [ -n "$baseline" ]; then
+  echo "| run | baseline vmlinux (s) | detvm emu, vmlinux (s) | baseline bzImage (s) | detvm emu, bzImage (s) | QEMU TCG icount, bzImage (s) | load |"
+  echo "|---|---|---|---|---|---|---|"
+else
+  echo "| run | detvm emu, vmlinux (s) | detvm emu, bzImage (s) | QEMU TCG icount, bzImage (s) | load |"
+  echo "|---|---|---|---|---|"
+fi
 for i in $(seq 1 "$runs"); do
-  a=$(run_detvm "$kernel/vmlinux")
-  b=$(run_detvm "$kernel/bzImage")
-  c=$(run_qemu)
-  echo "| $i | $a | $b | $c |"
+  if [ -n "$baseline" ]; then
+    a0=$(run_detvm "$kernel/vmlinux" "$baseline")
+    a=$(run_detvm "$kernel/vmlinux")
+    b0=$(run_detvm "$kernel/bzImage" "$baseline")
+    b=$(run_detvm "$kernel/bzImage")
+    c=$(run_qemu)
+    echo "| $i | $a0 | $a | $b0 | $b | $c | $(load) |"
+  else
+    a=$(run_detvm "$kernel/vmlinux")
+    b=$(run_detvm "$kernel/bzImage")
+    c=$(run_qemu)
+    echo "| $i | $a | $b | $c | $(load) |"
+  fi
 done
 "$detvm" boot --kernel "$kernel/vmlinux" --initrd "$initrd" --seed 1 2>&1 >/dev/null | grep -E "instructions|Halted|PowerOff" | sed 's/^/    /'

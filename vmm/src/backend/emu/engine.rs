@@ -63,6 +63,7 @@ impl Engine {
         ram: &[(u64, *mut u8, usize)],
         mmio: &[(u64, u64)],
         vcpu_count: u32,
+        code_buffer_bytes: Option<u32>,
     ) -> Result<Engine, VcpuError> {
         if vcpu_count == 0 {
             return Err(unavailable("a VM needs at least one vCPU"));
@@ -86,7 +87,17 @@ impl Engine {
             contexts: Vec::new(),
             current: 0,
         };
+        // SAFETY: `state` is boxed and freed only after uc_close, so the counter outlives
+        // the engine; no code has been translated yet.
+        unsafe { int::uc_detvm_set_counter(uc.cast(), &raw mut (*engine.state).counter) };
         let write = |c: ControlType| ControlType(c.0 | ControlType::IO_WRITE.0);
+        if let Some(bytes) = code_buffer_bytes {
+            // SAFETY: a uint32_t argument; before the engine initialises (the first control
+            // below), which is when the buffer is allocated.
+            uc_check("code buffer size", unsafe {
+                uc_ctl(uc, write(ControlType::TCG_BUFFER_SIZE), bytes)
+            })?;
+        }
         // SAFETY: uc_ctl with the argument types these controls take (an int each).
         unsafe {
             uc_check(

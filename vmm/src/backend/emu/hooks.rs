@@ -199,7 +199,7 @@ pub(super) unsafe extern "C" fn on_mmio_write(
     let flow = st.with_io(|io| io.mmio_write(insns, addr, &bytes[..size]));
     if flow == Some(IoFlow::Stop) && st.mode == Mode::Normal {
         // The instruction's pc is needed to cut the block: take it from the search data.
-        let pc = st.cur.and_then(|c| {
+        let pc = st.cur().and_then(|c| {
             let tb = c.tb()?;
             let i = tb.index_of_host_pc(host_pc)? as usize;
             tb.insns().get(i).map(|&(pc, _)| pc)

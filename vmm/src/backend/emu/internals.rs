@@ -140,6 +140,11 @@ extern "C" {
     /// Raises an exception at the current instruction (longjmp).
     #[link_name = "raise_exception_err_x86_64"]
     pub fn raise_exception_err(env: *mut Env, intno: i32, error_code: i32);
+    /// Where the generated code stores the TB whose block hook runs (patched Unicorn:
+    /// vendor/unicorn-engine-sys/PATCHES.md).
+    pub fn uc_detvm_block_hook_tb_slot(uc: *mut c_void) -> *const *const u8;
+    /// Makes new TBs count instructions in `counter` (patched Unicorn, as above).
+    pub fn uc_detvm_set_counter(uc: *mut c_void, counter: *mut super::counting::Counter);
     #[link_name = "tb_htable_lookup_x86_64"]
     fn tb_htable_lookup(
         cs: *mut CpuState,
@@ -327,11 +332,30 @@ impl Cpu {
     }
 }
 
+/// The TB the patched Unicorn published for the running block hook, if it is the block
+/// at `pc` of `size` bytes (it always is; anything else falls back to [`Cpu::current_tb`]).
+///
+/// # Safety
+/// `slot` comes from `uc_detvm_block_hook_tb_slot` of the open engine, and this is
+/// called from its block hook.
+pub unsafe fn hooked_tb(slot: *const *const u8, pc: u64, size: u32) -> Option<Tb> {
+    // SAFETY: the slot is a pointer field of the live engine; the generated code has just
+    // stored the running TB in it.
+    let tb: *const u8 = unsafe { slot.read() };
+    Some(Tb(tb)).filter(|t| !tb.is_null() && t.pc() == pc && t.size() == size)
+}
+
 /// A translation block (pointer into the JIT region; valid until the next TB flush).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Tb(*const u8);
 
 impl Tb {
+    pub fn from_addr(addr: u64) -> Tb {
+        Tb(addr as usize as *const u8)
+    }
+    pub fn addr(&self) -> u64 {
+        self.0 as usize as u64
+    }
     // SAFETY (all field reads): `self.0` came from the jump cache or hash table in this
     // engine and TBs are only freed by a TB flush, which the callers rule out (see
     // `super::counting`).

@@ -64,7 +64,7 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     // the INT, which is the last instruction of its block.
     let int_pc = is_int
         .then(|| {
-            st.cur
+            st.cur()
                 .and_then(|c| c.tb()?.insns().last().map(|&(pc, _)| pc))
         })
         .flatten();
@@ -77,14 +77,14 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     };
     // A fault retires nothing; INT n retires once its delivery succeeded.
     st.cut_current_block_at(pc);
-    if st.committed == st.stuck_at {
+    if st.counter.committed == st.stuck_at {
         st.deliveries_stuck += 1;
         if st.deliveries_stuck >= MAX_DELIVERIES_STUCK {
             st.stop = Some(Stop::TripleFault);
             return st.request_stop(Stop::TripleFault);
         }
     } else {
-        st.stuck_at = st.committed;
+        st.stuck_at = st.counter.committed;
         st.deliveries_stuck = 1;
     }
     if !tss_usable_for(st, vector) {
@@ -98,7 +98,7 @@ fn deliver_exception(st: &mut HookState, vector: u8) {
     // SAFETY: called inside the CPU loop (an exception hook), where QEMU itself would call it.
     unsafe { internals::x86_cpu_do_interrupt(cs) };
     if int_pc.is_some() {
-        st.committed += 1; // the pushed return address came from exception_next_eip
+        st.counter.committed += 1; // the pushed return address came from exception_next_eip
     }
 }
 

@@ -310,6 +310,14 @@ impl ProbeGuest {
 
     /// Builds without the self-check (the self-check itself uses this).
     pub fn new_unchecked(code: &[u8]) -> Result<ProbeGuest, VcpuError> {
+        Self::with_code_buffer(code, None)
+    }
+
+    /// [`Self::new_unchecked`] with QEMU's translated-code buffer limited to `bytes`.
+    pub fn with_code_buffer(
+        code: &[u8],
+        code_buffer_bytes: Option<u32>,
+    ) -> Result<ProbeGuest, VcpuError> {
         let mut ram = GuestRam::new(RAM_SIZE);
         ram.setup_long_mode(0);
         for v in 0..=255u8 {
@@ -320,8 +328,14 @@ impl ProbeGuest {
         // SAFETY: `ram` is page aligned, lives in the returned struct next to the vCPU and
         // the machine (which drop first), and is only touched by tests
         // between runs.
-        let machine =
-            unsafe { EmuMachine::new_unchecked(&[ram.region()], &[(APIC_BASE, 0x1000)], 1)? };
+        let machine = unsafe {
+            EmuMachine::with_code_buffer(
+                &[ram.region()],
+                &[(APIC_BASE, 0x1000)],
+                1,
+                code_buffer_bytes,
+            )?
+        };
         let mut vcpu = machine.vcpu(0)?;
         enter_long_mode(&mut vcpu, CODE)?;
         Ok(ProbeGuest { vcpu, machine, ram })

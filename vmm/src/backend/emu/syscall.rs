@@ -68,7 +68,7 @@ pub(super) unsafe extern "C" fn on_syscall(_uc: *mut uc_engine, user_data: *mut 
 
 /// The instruction after the one at `pc`: SYSCALL ends its block, so normally the block end.
 fn next_insn_pc(st: &HookState, pc: u64) -> u64 {
-    let Some(tb) = st.cur.and_then(|c| c.tb()) else {
+    let Some(tb) = st.cur().and_then(|c| c.tb()) else {
         return pc.wrapping_add(2);
     };
     let insns = tb.insns();

@@ -658,3 +658,42 @@ fn interrupt_in_ring3_switches_to_the_rsp0_stack() {
     assert_eq!(g.vcpu.sregs().unwrap().cs.dpl, 0);
     assert_eq!(run(&mut g, &mut io, 10), VcpuExit::Halted);
 }
+
+/// A store through a second virtual mapping of a page (an alias) must invalidate code
+/// translated from that page, also when the alias was written (so its TLB entry may have
+/// been made writable without checks) before the page held any code.
+#[test]
+fn code_patched_through_an_alias_mapping_runs_patched() {
+    const F: u64 = 0xa000; // mov eax, 1; ret
+    const ALIAS: u64 = 0x20_0000; // virtual 2..4 MiB maps physical 0..2 MiB
+    let store_byte = |addr: u64, v: u8| {
+        let mut i = vec![0xc6, 0x04, 0x25]; // mov byte [disp32], imm8
+        i.extend((addr as u32).to_le_bytes());
+        i.push(v);
+        i
+    };
+    let mut code = store_byte(ALIAS + F + 0x100, 0); // the page, before it holds code
+    let call_f = |code: &[u8]| {
+        let next = CODE + code.len() as u64 + 5;
+        let mut i = vec![0xe8]; // call rel32
+        i.extend(((F as i64 - next as i64) as i32).to_le_bytes());
+        i
+    };
+    code.extend(call_f(&code));
+    code.extend([0x89, 0xc3]); // mov ebx, eax
+    code.extend(store_byte(ALIAS + F + 1, 2)); // mov eax, 1 -> mov eax, 2
+    code.extend(call_f(&code));
+    code.push(0xf4); // hlt
+    let mut g = guest(&code);
+    g.ram.write(F, &[0xb8, 1, 0, 0, 0, 0xc3]);
+    g.ram.write_u64(0x3000 + 8, 0x87); // PD entry 1: a 2 MiB page at physical 0
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(
+        (r.rbx, r.rax),
+        (1, 2),
+        "the second call ran the patched code"
+    );
+    assert_eq!(g.vcpu.instructions_retired(), 10);
+}

@@ -441,3 +441,45 @@ fn io_stop_inside_rep_outs_then_the_same_rep_again() {
         assert_eq!(count(stop_at), want, "a stop at write {stop_at}");
     }
 }
+
+/// QEMU's smallest translated-code buffer: it fills every few thousand blocks.
+const SMALL_CODE_BUFFER: u32 = 1 << 20;
+
+/// A guest that runs `blocks` distinct 3-instruction blocks (add rax, rcx; inc rdx;
+/// jmp to the next) `passes` times, so QEMU's code buffer keeps filling up.
+fn many_blocks(blocks: usize, passes: u32, code_buffer: Option<u32>) -> (ProbeGuest, Recorder) {
+    const CHAIN: u64 = 0x10_0000;
+    let call = (CHAIN as i64 - (CODE as i64 + 10)) as i32;
+    let mut code = vec![0xb9]; // mov ecx, passes
+    code.extend_from_slice(&passes.to_le_bytes());
+    code.push(0xe8); // l: call CHAIN
+    code.extend_from_slice(&call.to_le_bytes());
+    code.extend_from_slice(&[0xff, 0xc9, 0x75, 0xf5, 0xf4]); // dec ecx; jnz l; hlt
+    let mut g = ProbeGuest::with_code_buffer(&code, code_buffer).expect("probe guest");
+    let block = [0x48, 0x01, 0xc8, 0x48, 0xff, 0xc2, 0xeb, 0x00];
+    let mut chain = block.repeat(blocks);
+    chain.push(0xc3); // ret
+    g.ram.write(CHAIN, &chain);
+    (g, Recorder::default())
+}
+
+/// When QEMU's code buffer is full while it translates the count-limited block that ends a
+/// budget, it flushes every translated block and restarts its CPU loop, which forgets the
+/// limit (`cflags_next_tb` was already consumed): the next block is an ordinary one. That
+/// used to end the run with "a count-limited block did not shorten" (redis under
+/// `detvm run`, at a moment that depended on the host's code layout). The run must ask for
+/// the limited block again and count exactly.
+#[test]
+fn a_code_buffer_flush_while_translating_a_limited_block_keeps_the_budget() {
+    let (blocks, passes) = (6_000, 2);
+    let long = {
+        let (mut g, mut io) = many_blocks(blocks, passes, None);
+        run_to_end(&mut g, &mut io, |_| 1_000_000).0
+    };
+    assert_eq!(long.regs.rdx, passes as u64 * blocks as u64);
+    // Budgets of 1 make every block a limited one; uneven budgets mix both kinds.
+    for budget in [|_: usize| 1, |n: usize| 1 + (n as u64 * 7919) % 5] {
+        let (mut g, mut io) = many_blocks(blocks, passes, Some(SMALL_CODE_BUFFER));
+        assert_eq!(run_to_end(&mut g, &mut io, budget).0, long);
+    }
+}

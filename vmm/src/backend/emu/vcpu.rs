@@ -51,7 +51,22 @@ impl EmuMachine {
         vcpu_count: u32,
     ) -> Result<Self, VcpuError> {
         // SAFETY: forwarded contract.
-        let engine = unsafe { Engine::new(ram, mmio, vcpu_count)? };
+        unsafe { Self::with_code_buffer(ram, mmio, vcpu_count, None) }
+    }
+
+    /// [`Self::new_unchecked`] with QEMU's translated-code buffer limited to `bytes` (tests:
+    /// a small buffer fills and is flushed often; QEMU's minimum is 1 MiB, its default 1 GiB).
+    ///
+    /// # Safety
+    /// As [`Self::new`].
+    pub(super) unsafe fn with_code_buffer(
+        ram: &[(u64, *mut u8, usize)],
+        mmio: &[(u64, u64)],
+        vcpu_count: u32,
+        code_buffer_bytes: Option<u32>,
+    ) -> Result<Self, VcpuError> {
+        // SAFETY: forwarded contract.
+        let engine = unsafe { Engine::new(ram, mmio, vcpu_count, code_buffer_bytes)? };
         Ok(EmuMachine {
             engine: Arc::new(Mutex::new(engine)),
             vcpu_count,
@@ -150,6 +165,7 @@ fn run_loop(eng: &mut Engine) -> Result<VcpuExit, VcpuError> {
                 u32::MAX
             };
             st.cpu.set_cflags_next_tb(next);
+            st.sync_fast_limit();
             (st.cpu, st.cpu.eip())
         };
         // SAFETY: the engine is open and locked; hooks reach the state through `sp`.
@@ -217,8 +233,8 @@ impl Vcpu for EmuVcpu {
         let io: NonNull<dyn GuestIo + 'static> = unsafe { std::mem::transmute(io) };
         let st = eng.state_mut();
         st.io = Some(io);
-        st.committed = 0;
-        st.cur = None;
+        st.counter.committed = 0;
+        st.set_cur(None);
         st.budget = budget;
         st.stop = None;
         st.forced_cflags = 0;
@@ -227,11 +243,12 @@ impl Vcpu for EmuVcpu {
         st.log_insn = u64::MAX;
         st.deliveries_stuck = 0;
         st.stuck_at = u64::MAX;
+        st.limit_retried = false;
         let result = run_loop(eng);
         let st = eng.state_mut();
         st.io = None;
-        st.cur = None;
-        self.retired += st.committed;
+        st.set_cur(None);
+        self.retired += st.counter.committed;
         if let Some(p) = st.panic.take() {
             drop(guard);
             std::panic::resume_unwind(p);
@@ -268,8 +285,9 @@ impl Vcpu for EmuVcpu {
                 cr2: st.cpu.cr(2),
             };
             st.stop = None;
-            st.cur = None;
+            st.set_cur(None);
             st.forced_cflags = 0;
+            st.sync_fast_limit();
             (st.cpu, st.cpu.eip())
         };
         // SAFETY: as in run_loop; the block hook delivers and stops before any instruction.
