@@ -10,6 +10,7 @@ mod notebook_cmd;
 mod progress;
 mod report;
 mod run_cmd;
+mod service_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ enum Command {
     /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
     /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
     Notebook(crate::notebook_cmd::NotebookArgs),
+    /// Send a compose system, its files and images to a detvm server as one bundle and
+    /// queue a campaign there; `--wait` follows it and exits with its code (docs/service.md).
+    Push(crate::service_cmd::PushArgs),
+    /// The notebook's server plus the upload API that `detvm push` and `detvm ci --server`
+    /// use; runs the campaigns of accepted bundles (docs/service.md).
+    Serve(crate::service_cmd::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,8 @@ fn main() -> ExitCode {
         Command::Explore(args) => crate::explore_cmd::explore(args),
         Command::Campaigns => crate::explore_cmd::list(),
         Command::Notebook(args) => crate::notebook_cmd::run(args),
+        Command::Push(args) => crate::service_cmd::push(args),
+        Command::Serve(args) => crate::service_cmd::serve(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS
