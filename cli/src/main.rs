@@ -52,10 +52,15 @@ enum Command {
     Runs,
     /// Explore a compose system: boot once, then branch a tree of timelines from
     /// snapshots with new randomness and faults, guided by novelty (docs/explore.md).
-    /// Exit 0 when no property failed in any timeline, 1 when one did.
+    /// `--resume C` goes on with a stopped or killed campaign. Exit 0 when no property
+    /// failed in any timeline, 1 when one did, 2 setup failed, 3 infrastructure error,
+    /// 4 bad input, 130 interrupted.
     Explore(crate::explore_cmd::ExploreArgs),
     /// List the campaigns in the run store.
     Campaigns,
+    /// A stored campaign: `detvm campaign show C` prints its report.
+    #[command(subcommand)]
+    Campaign(crate::explore_cmd::CampaignCommand),
     /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
     /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
     Notebook(crate::notebook_cmd::NotebookArgs),
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Runs => crate::run_cmd::list(),
         Command::Explore(args) => crate::explore_cmd::explore(args),
         Command::Campaigns => crate::explore_cmd::list(),
+        Command::Campaign(cmd) => crate::explore_cmd::campaign(cmd),
         Command::Notebook(args) => crate::notebook_cmd::run(args),
         Command::Push(args) => crate::service_cmd::push(args),
         Command::Serve(args) => crate::service_cmd::serve(args),

@@ -139,6 +139,12 @@ pub struct Composer {
 }
 
 impl Composer {
+    /// Draws the mix from `seed` from now on (a campaign's branch); the template, the
+    /// commands running and the phase stay.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha20Rng::from_seed(vmm::seed::derive_key(seed, "run/composer"));
+    }
+
     /// `commands` from every container; `seed` picks the template and the mix.
     pub fn new(mut commands: Vec<TestCommand>, seed: u64, max_parallel: usize) -> Composer {
         let mut rng = ChaCha20Rng::from_seed(vmm::seed::derive_key(seed, "run/composer"));

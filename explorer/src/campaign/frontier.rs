@@ -6,16 +6,32 @@
 
 use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+/// Serde: part of a campaign's saved state; the energy is kept by its bits, so a
+/// resumed campaign picks exactly as an uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moment {
     /// The timeline this moment ends (`T0` is the root).
     pub timeline: u64,
     pub vtime_ns: u64,
+    #[serde(with = "f64_bits")]
     pub energy: f64,
 }
 
-#[derive(Debug, Default)]
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(x.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(f64::from_bits(u64::deserialize(d)?))
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Frontier {
     pub moments: Vec<Moment>,
 }

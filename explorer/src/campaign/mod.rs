@@ -11,9 +11,14 @@
 //! `jobs` threads, each owning its Sessions; results merge in branch order, so the same
 //! seed and branch budget give the same tree for any `jobs`.
 
+pub mod files;
+pub mod findings;
 pub mod frontier;
+pub mod item;
 pub mod novelty;
 pub mod replay;
+pub mod report;
+pub mod state;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -22,8 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
-use serde::Serialize;
-use vmm::clock::VirtualTime;
+use serde::{Deserialize, Serialize};
 use vmm::world::snapshot::branch_seed;
 use vmm::world::{FaultPlan, Span};
 
@@ -31,10 +35,14 @@ use crate::observer::Observer;
 use crate::properties::{Property, Status};
 use crate::run::prepare::{prepare, Prepared};
 use crate::run::setup::WorldPlan;
-use crate::run::{Ending, RunError, RunOptions, Session, SessionSnapshot};
+use crate::run::{RunError, RunOptions, Session, SessionSnapshot};
 use crate::store::StoredEvent;
 use frontier::Frontier;
+use item::{ItemResult, WorkItem};
 use novelty::{Coverage, Observed, Weights};
+use state::CampaignState;
+use std::path::Path;
+use vmm::seed::StreamState;
 
 /// Branches per round: fixed, so the tree does not depend on `jobs`.
 pub const ROUND: usize = 4;
@@ -52,10 +60,18 @@ pub struct ExploreOptions {
     pub horizon: Duration,
     pub jobs: usize,
     pub weights: Weights,
+    /// Total size of the frontier's snapshot files (see [`files`]).
+    pub snapshot_cap: u64,
+    /// Go on with this campaign from its last committed round instead of starting one;
+    /// `run` then only gives the store (`home`); the rest comes from the campaign.
+    pub resume: Option<String>,
 }
 
+/// `stopped` of a campaign stopped by Ctrl-C (it can be resumed).
+pub const INTERRUPTED: &str = "interrupted";
+
 /// One timeline of the tree.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     pub id: u64,
     /// `None` for the root.
@@ -74,7 +90,7 @@ pub struct Timeline {
 }
 
 /// A property across the whole campaign.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PropertySummary {
     pub id: String,
     pub message: String,
@@ -84,12 +100,18 @@ pub struct PropertySummary {
     /// Timelines where it held (or was reached), and where it failed.
     pub passing: u64,
     pub failing: u64,
+    /// The earliest failing moment, `C/T@VTIME`.
+    #[serde(default)]
+    pub first_failure: Option<String>,
     /// Up to three failing moments, `C/T@VTIME`, earliest first.
     pub examples: Vec<String>,
+    /// The last log lines of the failing service up to its first failure.
+    #[serde(default)]
+    pub logs: Vec<String>,
     pub status: Status,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CampaignReport {
     pub campaign: String,
     pub compose: String,
@@ -98,8 +120,23 @@ pub struct CampaignReport {
     pub timelines: Vec<Timeline>,
     pub properties: Vec<PropertySummary>,
     pub virtual_ns: u64,
+    /// Wall time over all of the campaign's sessions (a resumed one adds its own).
     pub wall_ms: u64,
+    /// Virtual time explored per wall second.
+    #[serde(default)]
+    pub virtual_to_wall: f64,
     pub coverage_keys: usize,
+    /// The frontier's snapshot files on disk: how many, their bytes, and how many the
+    /// cap removed.
+    #[serde(default)]
+    pub snapshot_files: u64,
+    #[serde(default)]
+    pub snapshot_bytes: u64,
+    #[serde(default)]
+    pub snapshots_pruned: u64,
+    /// Against the previous finished campaign of the same system and inputs.
+    #[serde(default)]
+    pub findings: Vec<findings::Finding>,
     /// Why the campaign stopped: the branch budget, the wall budget, or interrupted.
     pub stopped: String,
 }
@@ -108,15 +145,6 @@ impl CampaignReport {
     pub fn failed(&self) -> bool {
         self.properties.iter().any(|p| p.status == Status::Failed)
     }
-}
-
-/// What one branch did.
-struct BranchResult {
-    timeline: Timeline,
-    observed: Observed,
-    properties: Vec<Property>,
-    events: Vec<StoredEvent>,
-    snapshot: Option<SessionSnapshot>,
 }
 
 /// The inputs every branch is built from.
@@ -178,109 +206,6 @@ impl Root {
         }
     }
 
-    /// A session forked from `parent` as branch `branch`, with the branch's swarm faults
-    /// scheduled from the fork moment on.
-    fn start_branch(
-        &self,
-        parent: &SessionSnapshot,
-        branch: u64,
-        faults: &FaultPlan,
-    ) -> Result<Session, String> {
-        let from_ns = parent.world.now().as_nanos();
-        let mut session = Session::restore(
-            &self.plan,
-            parent,
-            self.seed,
-            self.duration_ns,
-            Some(branch),
-        )
-        .map_err(|e| e.to_string())?;
-        for f in &faults.faults {
-            let at = VirtualTime(from_ns + f.at.nanos_u64());
-            session
-                .world_mut()
-                .schedule(at, f.fault.clone())
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(session)
-    }
-
-    /// Runs a branch for the horizon from `from_ns`, and past the run's duration on to
-    /// its end.
-    fn advance(
-        &self,
-        session: &mut Session,
-        from_ns: u64,
-        observer: &mut dyn Observer,
-    ) -> Result<Ending, String> {
-        let ending = session.run_to(from_ns + self.horizon_ns, observer)?;
-        if ending == Ending::Reached && session.now() >= self.duration_ns {
-            return session.run_to(self.duration_ns + FINISH_LIMIT_NS, observer);
-        }
-        Ok(ending)
-    }
-
-    /// Forks `parent` as branch `branch` with its own faults and runs it.
-    fn branch(&self, id: u64, parent: (u64, &SessionSnapshot), branch: u64) -> BranchResult {
-        let from_ns = parent.1.world.now().as_nanos();
-        let faults = branch_faults(self.seed, branch, &self.names, self.horizon_ns);
-        let mut timeline = Timeline {
-            id,
-            parent: Some(parent.0),
-            from_ns,
-            branch: Some(branch),
-            end_ns: from_ns,
-            finished: false,
-            score: 0.0,
-            faults: faults.to_string(),
-            failed: Vec::new(),
-            error: None,
-        };
-        let mut observed = Observed::default();
-        let mut events = Vec::new();
-        let outcome = self
-            .start_branch(parent.1, branch, &faults)
-            .and_then(|mut session| {
-                observed = Observed::new(node_states(&session));
-                let mut collect = Collect {
-                    observed: &mut observed,
-                    events: Vec::new(),
-                };
-                let ending = self.advance(&mut session, from_ns, &mut collect);
-                events = collect.events;
-                Ok((session, ending?))
-            });
-        let (properties, snapshot) = match outcome {
-            Ok((mut session, ending)) => {
-                timeline.end_ns = session.now();
-                timeline.finished = ending != Ending::Reached;
-                if timeline.finished {
-                    let _ = session.finish();
-                }
-                let properties = session.runner().state.book.properties();
-                let snapshot = if timeline.finished {
-                    None
-                } else {
-                    session.snapshot().ok()
-                };
-                (properties, snapshot)
-            }
-            Err(e) => {
-                timeline.error = Some(e);
-                (Vec::new(), None)
-            }
-        };
-        timeline.failed = failures(&properties, timeline.finished);
-        observed.properties(&properties);
-        BranchResult {
-            timeline,
-            observed,
-            properties,
-            events,
-            snapshot,
-        }
-    }
-
     /// Boots the system and runs its setup: the root timeline's session.
     fn boot(&self, observer: &mut dyn Observer) -> Result<Session, RunError> {
         let mut session = Session::boot(self.plan.clone(), self.seed, self.duration_ns)?;
@@ -309,178 +234,352 @@ fn failures(properties: &[Property], finished: bool) -> Vec<String> {
         .collect()
 }
 
-/// Runs a campaign; `interrupt` stops it between rounds.
+/// A campaign in progress: its id and folder, the state committed with each round, and
+/// the frontier's snapshots in memory (read from their files when missing).
+struct Coordinator {
+    id: String,
+    dir: PathBuf,
+    state: CampaignState,
+    cache: BTreeMap<u64, SessionSnapshot>,
+    compose: String,
+    seed: u64,
+}
+
+/// The stream campaign picks come from.
+fn pick_stream(seed: u64) -> ChaCha20Rng {
+    vmm::seed::stream(seed, "campaign/pick")
+}
+
+/// Test hook: abort the process (as `kill -9` would) once a committed round brings the
+/// campaign to this many branches. Only tests set it.
+const ABORT_AFTER: &str = "DETVM_TEST_ABORT_AFTER_BRANCHES";
+
+/// Runs a campaign (or resumes one, `opts.resume`); `interrupt` stops it between rounds.
 pub fn explore(
     opts: &ExploreOptions,
     observer: &mut dyn Observer,
     interrupt: &AtomicBool,
 ) -> Result<CampaignReport, RunError> {
     let wall = Instant::now();
-    let mut run_opts = opts.run.clone();
-    run_opts.no_faults = true;
-    run_opts.faults = None;
-    let prepared = prepare(&run_opts, observer)?;
-    for w in &prepared.compose.warnings {
-        observer.warning(&w.to_string());
-    }
-    let mut store = store::CampaignStore::open(&opts.run.home)
-        .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-    let id = store
-        .create(&opts.run.compose.display().to_string(), prepared.seed)
-        .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-    let dir = store.dir(&id);
-    replay::save_inputs(&dir, &run_opts, &prepared, opts.horizon.as_nanos() as u64)?;
-    let plan = prepared.world_plan(opts.run.backend, &dir.join("volumes"))?;
-    let root = Root::new(plan.clone(), &prepared, opts.horizon.as_nanos() as u64);
-    observer.info(&format!(
-        "campaign {id}, seed {}, horizon {}, {} per round on {} job(s)",
-        root.seed,
-        humantime::format_duration(opts.horizon),
-        ROUND,
-        opts.jobs
-    ));
-
-    // The root: boot and setup, once.
-    let mut root_observed = Observed::default();
-    let mut collect = Collect {
-        observed: &mut root_observed,
-        events: Vec::new(),
-    };
-    let session = root.boot(&mut collect).map_err(|e| match e {
-        RunError::Setup(m) => RunError::Setup(format!("campaign {id}: {m}")),
-        other => other,
-    })?;
-    let root_events = collect.events;
-    let mut session = session;
-    let root_snapshot = session.snapshot().map_err(RunError::Infrastructure)?;
-    let root_properties = session.runner().state.book.properties();
-    root_observed.properties(&root_properties);
-    let mut coverage = Coverage::default();
-    let (root_score, _) = coverage.merge(&root_observed, &opts.weights);
-    let root_timeline = Timeline {
-        id: 0,
-        parent: None,
-        from_ns: 0,
-        branch: None,
-        end_ns: session.now(),
-        finished: false,
-        score: root_score,
-        faults: "no faults".into(),
-        failed: failures(&root_properties, false),
-        error: None,
-    };
-    observer.info(&format!(
-        "root timeline T0: setup done at {}",
-        crate::moment::format_vtime(root_timeline.end_ns)
-    ));
-    drop(session);
-    store
-        .add_timeline(&id, &root_timeline, &root_events)
-        .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-
-    let mut timelines = vec![root_timeline];
-    let mut properties: Vec<Vec<Property>> = vec![root_properties];
-    let mut snapshots: BTreeMap<u64, SessionSnapshot> = BTreeMap::new();
-    snapshots.insert(0, root_snapshot);
-    let mut frontier = Frontier::default();
-    frontier.push(0, timelines[0].end_ns, root_score);
-    let mut rng: ChaCha20Rng = vmm::seed::stream(root.seed, "campaign/pick");
-    let mut next_branch = 1u64;
-    let stopped = loop {
-        if interrupt.load(Ordering::SeqCst) {
-            break "interrupted".to_string();
+    let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+    let mut store = store::CampaignStore::open(&opts.run.home).map_err(infra)?;
+    let (mut c, root, _scratch) = match &opts.resume {
+        None => (start(opts, &mut store)?, None, None),
+        Some(id) => {
+            let (c, root, scratch) = resume(id, opts, observer, &mut store)?;
+            (c, Some(root), Some(scratch))
         }
-        if opts.branches.is_some_and(|b| next_branch > u64::from(b)) {
-            break format!("branch budget of {} reached", next_branch - 1);
+    };
+    let root = match root {
+        Some(r) => r,
+        None => c.root_from_start(opts, observer, &mut store)?,
+    };
+    let abort_after: Option<u64> = std::env::var(ABORT_AFTER).ok().and_then(|v| v.parse().ok());
+    let mut rng = c.state.pick.resume();
+    let stopped = loop {
+        let done = c.state.next_branch - 1;
+        if interrupt.load(Ordering::SeqCst) {
+            break INTERRUPTED.to_string();
+        }
+        if opts.branches.is_some_and(|b| done >= u64::from(b)) {
+            break format!("branch budget of {done} reached");
         }
         if opts.budget.is_some_and(|b| wall.elapsed() >= b) {
-            break format!("wall budget reached after {} branches", next_branch - 1);
+            break format!("wall budget reached after {done} branches");
         }
-        if frontier.is_empty() {
+        if c.state.frontier.is_empty() {
             break "no moment left to branch from".to_string();
         }
-        let room = opts.branches.map_or(ROUND as u64, |b| {
-            (u64::from(b) + 1 - next_branch).min(ROUND as u64)
-        });
-        let picks: Vec<(u64, u64)> = (0..room)
-            .filter_map(|i| frontier.pick(&mut rng).map(|t| (next_branch + i, t)))
+        let room = opts
+            .branches
+            .map_or(ROUND as u64, |b| (u64::from(b) - done).min(ROUND as u64));
+        let next = c.state.next_branch;
+        let items: Vec<WorkItem> = (0..room)
+            .filter_map(|i| c.state.frontier.pick(&mut rng).map(|p| (next + i, p)))
+            .map(|(t, parent)| WorkItem {
+                campaign: c.id.clone(),
+                timeline: t,
+                parent,
+                branch: t,
+                horizon_ns: root.horizon_ns,
+            })
             .collect();
-        next_branch += picks.len() as u64;
-        let results = run_round(&root, &picks, &snapshots, opts.jobs);
-        for mut r in results {
-            let (score, _) = coverage.merge(&r.observed, &opts.weights);
+        c.state.next_branch += items.len() as u64;
+        c.state.pick = StreamState::of(&rng);
+        for item in &items {
+            c.load_parent(&root, item.parent)?;
+        }
+        let results = run_round(&root, &items, &c.cache, &c.dir, opts.jobs);
+        c.merge(results, opts, observer, &mut store)?;
+        if abort_after.is_some_and(|k| c.state.next_branch - 1 >= k) {
+            std::process::abort();
+        }
+    };
+    c.state.wall_ms += wall.elapsed().as_millis() as u64;
+    // The wall time of this session is committed with no new timelines.
+    store.commit_round(&c.id, &[], &c.state).map_err(infra)?;
+    let report = report::build(&store, &c.id, &c.compose, c.seed, &c.state, stopped)?;
+    store.finish(&c.id, &report).map_err(infra)?;
+    Ok(report)
+}
+
+/// A new campaign: its id, folder and inputs (the root is booted by
+/// [`Coordinator::root_from_start`]).
+fn start(opts: &ExploreOptions, store: &mut store::CampaignStore) -> Result<Coordinator, RunError> {
+    let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+    let compose = opts.run.compose.display().to_string();
+    let seed = opts.run.seed.unwrap_or(0);
+    let id = store.create(&compose, seed).map_err(infra)?;
+    let dir = store.dir(&id);
+    Ok(Coordinator {
+        state: CampaignState {
+            inputs_key: String::new(),
+            frontier: Frontier::default(),
+            coverage: Coverage::default(),
+            pick: StreamState::of(&pick_stream(seed)),
+            next_branch: 1,
+            files: files::Files::default(),
+            wall_ms: 0,
+            virtual_ns: 0,
+            branch_budget: opts.branches,
+        },
+        id,
+        dir,
+        cache: BTreeMap::new(),
+        compose,
+        seed,
+    })
+}
+
+/// A campaign to go on with: its state as its last round committed it, its inputs
+/// prepared again (refused if they changed), stray snapshot files of a lost round gone.
+fn resume(
+    id: &str,
+    opts: &ExploreOptions,
+    observer: &mut dyn Observer,
+    store: &mut store::CampaignStore,
+) -> Result<(Coordinator, Root, tempfile::TempDir), RunError> {
+    let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+    let record = store.get(id).map_err(infra)?.ok_or_else(|| {
+        RunError::Input(format!(
+            "no campaign {id} in the store (see `detvm campaigns`)"
+        ))
+    })?;
+    let state = store.state(id).map_err(infra)?.ok_or_else(|| {
+        RunError::Input(format!(
+            "campaign {id} has no committed round to resume from (it did not finish its setup)"
+        ))
+    })?;
+    let dir = store.dir(id);
+    let (root, scratch) = replay::open_root(&opts.run.home, &dir, id, observer)?;
+    files::delete_strays(&dir, &state.files);
+    store.set_status(id, "running").map_err(infra)?;
+    observer.info(&format!(
+        "campaign {id}: resuming after {} branches, {} frontier moments, seed {}",
+        state.next_branch - 1,
+        state.frontier.moments.len(),
+        root.seed
+    ));
+    let c = Coordinator {
+        id: id.to_string(),
+        dir,
+        state,
+        cache: BTreeMap::new(),
+        compose: record.compose,
+        seed: root.seed,
+    };
+    Ok((c, root, scratch))
+}
+
+impl Coordinator {
+    /// Prepares a new campaign's inputs, boots the root and runs its setup, saves its
+    /// snapshot in full and commits it as the first round.
+    fn root_from_start(
+        &mut self,
+        opts: &ExploreOptions,
+        observer: &mut dyn Observer,
+        store: &mut store::CampaignStore,
+    ) -> Result<Root, RunError> {
+        let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+        let mut run_opts = opts.run.clone();
+        run_opts.no_faults = true;
+        run_opts.faults = None;
+        let prepared = prepare(&run_opts, observer)?;
+        for w in &prepared.compose.warnings {
+            observer.warning(&w.to_string());
+        }
+        let horizon_ns = opts.horizon.as_nanos() as u64;
+        self.state.inputs_key = replay::save_inputs(&self.dir, &run_opts, &prepared, horizon_ns)?;
+        let plan = prepared.world_plan(opts.run.backend, &self.dir.join("volumes"))?;
+        let root = Root::new(plan, &prepared, horizon_ns);
+        // The seed may come from the compose file: the pick stream follows the real one.
+        self.seed = root.seed;
+        self.state.pick = StreamState::of(&pick_stream(root.seed));
+        observer.info(&format!(
+            "campaign {}, seed {}, horizon {}, {} per round on {} job(s)",
+            self.id,
+            root.seed,
+            humantime::format_duration(opts.horizon),
+            ROUND,
+            opts.jobs
+        ));
+        let mut observed = Observed::default();
+        let mut collect = Collect {
+            observed: &mut observed,
+            events: Vec::new(),
+        };
+        let id = self.id.clone();
+        let mut session = root.boot(&mut collect).map_err(|e| match e {
+            RunError::Setup(m) => RunError::Setup(format!("campaign {id}: {m}")),
+            other => other,
+        })?;
+        let events = collect.events;
+        let dir = item::snapshot_dir(&self.dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunError::Infrastructure(format!("{}: {e}", dir.display())))?;
+        let (snapshot, written) = session
+            .save(&files::path_of(&self.dir, 0), None)
+            .map_err(|e| RunError::Infrastructure(format!("the root's snapshot: {e}")))?;
+        let properties = session.runner().state.book.properties();
+        observed.properties(&properties);
+        let (score, _) = self.state.coverage.merge(&observed, &opts.weights);
+        let timeline = Timeline {
+            id: 0,
+            parent: None,
+            from_ns: 0,
+            branch: None,
+            end_ns: session.now(),
+            finished: false,
+            score,
+            faults: "no faults".into(),
+            failed: failures(&properties, false),
+            error: None,
+        };
+        observer.info(&format!(
+            "root timeline T0: setup done at {}, snapshot {} KiB",
+            crate::moment::format_vtime(timeline.end_ns),
+            written.bytes / 1024
+        ));
+        self.state.frontier.push(0, timeline.end_ns, score);
+        self.state.files.add(0, written.bytes, None);
+        self.state.virtual_ns += timeline.end_ns;
+        self.cache.insert(0, snapshot);
+        let round = [store::RoundTimeline {
+            timeline: &timeline,
+            events: &events,
+            properties: &properties,
+        }];
+        store
+            .commit_round(&self.id, &round, &self.state)
+            .map_err(infra)?;
+        Ok(root)
+    }
+
+    /// Reads a parent's snapshot file into the cache when it is not there yet.
+    fn load_parent(&mut self, root: &Root, parent: u64) -> Result<(), RunError> {
+        if !self.cache.contains_key(&parent) {
+            let snap = Session::load(&files::path_of(&self.dir, parent), &root.plan)?;
+            self.cache.insert(parent, snap);
+        }
+        Ok(())
+    }
+
+    /// Merges a round's results in branch order: scores, the frontier, the snapshot
+    /// files (kept, deleted, pruned to the cap), and commits the round.
+    fn merge(
+        &mut self,
+        results: Vec<ItemResult>,
+        opts: &ExploreOptions,
+        observer: &mut dyn Observer,
+        store: &mut store::CampaignStore,
+    ) -> Result<(), RunError> {
+        let mut delete = Vec::new();
+        let mut results = results;
+        for r in &mut results {
+            let (score, _) = self.state.coverage.merge(&r.observed, &opts.weights);
             r.timeline.score = score;
-            let t = r.timeline.id;
+            let t = &r.timeline;
             observer.info(&format!(
-                "T{t} from T{} at {}: {} to {}, novelty {score}{}{}",
-                r.timeline.parent.unwrap_or(0),
-                crate::moment::format_vtime(r.timeline.from_ns),
-                if r.timeline.finished {
-                    "finished"
-                } else {
-                    "ran"
-                },
-                crate::moment::format_vtime(r.timeline.end_ns),
-                if r.timeline.failed.is_empty() {
+                "T{} from T{} at {}: {} to {}, novelty {score}{}{}",
+                t.id,
+                t.parent.unwrap_or(0),
+                crate::moment::format_vtime(t.from_ns),
+                if t.finished { "finished" } else { "ran" },
+                crate::moment::format_vtime(t.end_ns),
+                if t.failed.is_empty() {
                     String::new()
                 } else {
-                    format!(", FAILED: {}", r.timeline.failed.join(", "))
+                    format!(", FAILED: {}", t.failed.join(", "))
                 },
-                r.timeline
-                    .error
+                t.error
                     .as_deref()
                     .map(|e| format!(", error: {e}"))
                     .unwrap_or_default()
             ));
-            observer.progress(r.timeline.end_ns, &format!("T{t}"));
-            if let Some(snap) = r.snapshot.take() {
-                if score > 0.0 {
-                    frontier.push(t, r.timeline.end_ns, score);
-                    snapshots.insert(t, snap);
+            observer.progress(t.end_ns, &format!("T{}", t.id));
+            self.state.virtual_ns += t.end_ns - t.from_ns;
+            match (&r.snapshot, r.in_memory.take()) {
+                (Some(file), Some(snap)) if score > 0.0 => {
+                    self.state.frontier.push(t.id, t.end_ns, score);
+                    self.state.files.add(t.id, file.bytes, t.parent);
+                    self.cache.insert(t.id, snap);
                 }
+                (Some(_), _) => delete.push(t.id),
+                _ => {}
             }
-            store
-                .add_timeline(&id, &r.timeline, &r.events)
-                .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-            timelines.push(r.timeline);
-            properties.push(r.properties);
         }
-    };
-    let report = CampaignReport {
-        campaign: id.clone(),
-        compose: opts.run.compose.display().to_string(),
-        seed: root.seed,
-        branches: next_branch - 1,
-        properties: summarize(&id, &timelines, &properties),
-        virtual_ns: timelines.iter().map(|t| t.end_ns - t.from_ns).sum(),
-        wall_ms: wall.elapsed().as_millis() as u64,
-        coverage_keys: coverage.len(),
-        timelines,
-        stopped,
-    };
-    store
-        .finish(&id, &report)
-        .map_err(|e| RunError::Infrastructure(e.to_string()))?;
-    Ok(report)
+        let pruned = self
+            .state
+            .files
+            .prune(opts.snapshot_cap, &mut self.state.frontier);
+        for t in &pruned {
+            self.cache.remove(t);
+        }
+        delete.extend(pruned);
+        let round: Vec<store::RoundTimeline> = results
+            .iter()
+            .map(|r| store::RoundTimeline {
+                timeline: &r.timeline,
+                events: &r.events,
+                properties: &r.properties,
+            })
+            .collect();
+        store
+            .commit_round(&self.id, &round, &self.state)
+            .map_err(|e| RunError::Infrastructure(e.to_string()))?;
+        // Only now: the committed state no longer names these files.
+        files::delete(&self.dir, &delete);
+        Ok(())
+    }
 }
 
-/// Runs one round's branches on up to `jobs` threads; results in branch order.
+/// Runs one round's items on up to `jobs` threads, forking each from its parent in
+/// `cache` (every parent must be there); results in branch order.
 fn run_round(
     root: &Root,
-    picks: &[(u64, u64)],
-    snapshots: &BTreeMap<u64, SessionSnapshot>,
+    items: &[WorkItem],
+    cache: &BTreeMap<u64, SessionSnapshot>,
+    campaign_dir: &Path,
     jobs: usize,
-) -> Vec<BranchResult> {
+) -> Vec<ItemResult> {
     let jobs = jobs.max(1);
-    let mut results: Vec<Option<BranchResult>> = (0..picks.len()).map(|_| None).collect();
-    for chunk in picks.chunks(jobs).zip(results.chunks_mut(jobs)) {
-        let (work, out) = chunk;
+    let dir = item::snapshot_dir(campaign_dir);
+    let mut results: Vec<Option<ItemResult>> = (0..items.len()).map(|_| None).collect();
+    for (work, out) in items.chunks(jobs).zip(results.chunks_mut(jobs)) {
         std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .iter()
-                .map(|&(branch, parent)| {
-                    let snap = &snapshots[&parent];
-                    scope.spawn(move || root.branch(branch, (parent, snap), branch))
+                .map(|item| {
+                    let file = files::path_of(campaign_dir, item.parent);
+                    let snapshot = &cache[&item.parent];
+                    let dir = &dir;
+                    scope.spawn(move || {
+                        let parent = item::Parent {
+                            snapshot,
+                            file: &file,
+                        };
+                        root.run_item(item, &parent, dir)
+                    })
                 })
                 .collect();
             for (slot, h) in out.iter_mut().zip(handles) {
@@ -489,54 +588,6 @@ fn run_round(
         });
     }
     results.into_iter().flatten().collect()
-}
-
-/// Every property across the timelines: in how many it held or failed, and examples.
-fn summarize(
-    campaign: &str,
-    timelines: &[Timeline],
-    properties: &[Vec<Property>],
-) -> Vec<PropertySummary> {
-    let mut by_id: BTreeMap<String, PropertySummary> = BTreeMap::new();
-    for (t, props) in timelines.iter().zip(properties) {
-        for p in props {
-            let s = by_id
-                .entry(p.id.clone())
-                .or_insert_with(|| PropertySummary {
-                    id: p.id.clone(),
-                    message: p.message.clone(),
-                    kind: p.kind.clone(),
-                    must_hit: p.must_hit,
-                    passing: 0,
-                    failing: 0,
-                    examples: Vec::new(),
-                    status: Status::Passed,
-                });
-            if t.failed.contains(&p.id) {
-                s.failing += 1;
-                s.status = Status::Failed;
-                let at = p.first_failure.as_ref().map_or(t.end_ns, |f| f.vtime_ns);
-                if s.examples.len() < 3 {
-                    s.examples.push(format!(
-                        "{campaign}/T{}@{}",
-                        t.id,
-                        crate::moment::format_vtime(at)
-                    ));
-                }
-            } else if p.passes > 0 {
-                s.passing += 1;
-            }
-        }
-    }
-    // A `sometimes` or `reachable` property no timeline reached, once some finished.
-    let any_finished = timelines.iter().any(|t| t.finished);
-    for s in by_id.values_mut() {
-        let unreached = s.must_hit && s.kind != "always" && s.kind != "detvm" && s.passing == 0;
-        if any_finished && unreached && s.failing == 0 {
-            s.status = Status::Failed;
-        }
-    }
-    by_id.into_values().collect()
 }
 
 /// Where campaigns keep their files.

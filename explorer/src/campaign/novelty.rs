@@ -66,12 +66,15 @@ impl Weights {
     }
 }
 
-/// Everything one branch did, as keys.
-#[derive(Debug, Clone, Default)]
+/// Everything one branch did, as keys. Serde: only the keys travel (the rest is the
+/// bookkeeping of a branch still running).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Observed {
     pub keys: BTreeSet<(Category, String)>,
     /// Node states and active faults, to key their combinations as events arrive.
+    #[serde(skip)]
     nodes: BTreeMap<String, String>,
+    #[serde(skip)]
     faults: BTreeMap<String, u32>,
 }
 
@@ -208,8 +211,8 @@ impl Observed {
     }
 }
 
-/// Everything the campaign has seen.
-#[derive(Debug, Default)]
+/// Everything the campaign has seen (serde: part of a campaign's saved state).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Coverage {
     seen: BTreeSet<(Category, String)>,
 }

@@ -9,13 +9,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::store::CampaignStore;
-use super::{branch_faults, Root, Timeline};
+use super::{branch_faults, files, Root, Timeline};
 use crate::moment::{format_vtime, Moment};
 use crate::observer::Observer;
 use crate::run::inputs::RunInputs;
 use crate::run::prepare::Prepared;
 use crate::run::replay::ReplaySummary;
-use crate::run::{check, decision_point, RunError, RunOptions};
+use crate::run::{check, decision_point, RunError, RunOptions, Session};
 use crate::store::StoredEvent;
 
 const FILE: &str = "campaign.json";
@@ -26,12 +26,15 @@ struct CampaignInputs {
     horizon_ns: u64,
 }
 
+/// Writes the campaign's inputs into its folder; returns its inputs key: what its
+/// findings are compared by (the system as built, its variables and duration; not the
+/// seed, the horizon or the budget).
 pub(super) fn save_inputs(
     dir: &Path,
     opts: &RunOptions,
     prepared: &Prepared,
     horizon_ns: u64,
-) -> Result<(), RunError> {
+) -> Result<String, RunError> {
     let inputs = RunInputs::new(
         opts,
         prepared.seed,
@@ -45,7 +48,42 @@ pub(super) fn save_inputs(
         &path,
         serde_json::to_vec(&CampaignInputs { horizon_ns }).expect("json"),
     )
-    .map_err(|e| RunError::Infrastructure(format!("cannot write {}: {e}", path.display())))
+    .map_err(|e| RunError::Infrastructure(format!("cannot write {}: {e}", path.display())))?;
+    let mut vars = inputs.vars.clone();
+    vars.sort();
+    let key = serde_json::json!({
+        "fingerprint": inputs.fingerprint,
+        "vars": vars,
+        "duration_ns": inputs.duration_ns,
+        "kvm": inputs.kvm,
+    });
+    Ok(detvm_images::digest::of_bytes(key.to_string().as_bytes()))
+}
+
+/// The campaign in `dir` rebuilt from its inputs (refused, naming what changed, if the
+/// compose file, kernel, agent or an image changed), its volumes in a scratch folder
+/// the caller keeps.
+pub(super) fn open_root(
+    home: &Path,
+    dir: &Path,
+    what: &str,
+    observer: &mut dyn Observer,
+) -> Result<(Root, tempfile::TempDir), RunError> {
+    let inputs = RunInputs::load(dir)?;
+    let extra: CampaignInputs = std::fs::read(dir.join(FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            RunError::Input(format!(
+                "{}: missing or unreadable",
+                dir.join(FILE).display()
+            ))
+        })?;
+    let (run_opts, prepared) = inputs.prepare_again(home, what, observer)?;
+    let scratch = tempfile::tempdir()
+        .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
+    let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
+    Ok((Root::new(plan, &prepared, extra.horizon_ns), scratch))
 }
 
 /// `C/T` split into the campaign id and the timeline number.
@@ -104,29 +142,34 @@ pub fn replay(
     path.reverse();
 
     let dir = store.dir(campaign);
-    let inputs = RunInputs::load(&dir)?;
-    let extra: CampaignInputs = std::fs::read(dir.join(FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            RunError::Input(format!(
-                "{}: missing or unreadable",
-                dir.join(FILE).display()
-            ))
-        })?;
-    let (run_opts, prepared) = inputs.prepare_again(home, &moment.to_string(), observer)?;
-    let scratch = tempfile::tempdir()
-        .map_err(|e| RunError::Infrastructure(format!("a scratch folder: {e}")))?;
-    let plan = prepared.world_plan(run_opts.backend, &scratch.path().join("volumes"))?;
-    let root = Root::new(plan, &prepared, extra.horizon_ns);
-    observer.info(&format!(
-        "{moment}: the root, then {} fork(s)",
-        path.len().saturating_sub(1)
-    ));
-    let mut collect = Collect(Vec::new());
-    let mut session = root.boot(&mut collect)?;
+    let (root, _scratch) = open_root(home, &dir, &moment.to_string(), observer)?;
+    // The nearest ancestor whose snapshot file is still there (the cap may have removed
+    // some), else the root booted again.
+    let start = path[..path.len() - 1]
+        .iter()
+        .rposition(|t| files::path_of(&dir, t.id).is_file());
     let fail = |e: String| RunError::Infrastructure(format!("{moment}: the replay failed: {e}"));
-    for t in &path[1..] {
+    let mut collect = Collect(Vec::new());
+    let (mut session, first) = match start {
+        Some(i) => {
+            let file = files::path_of(&dir, path[i].id);
+            let snap = Session::load(&file, &root.plan)?;
+            let session = Session::restore(&root.plan, &snap, root.seed, root.duration_ns, None)?;
+            (session, i)
+        }
+        None => (root.boot(&mut collect)?, 0),
+    };
+    observer.info(&format!(
+        "{moment}: from T{}{}, then {} fork(s)",
+        path[first].id,
+        if start.is_some() {
+            "'s snapshot file"
+        } else {
+            " booted again"
+        },
+        path.len() - 1 - first
+    ));
+    for t in &path[first + 1..] {
         let snap = session.snapshot().map_err(fail)?;
         let branch = t.branch.unwrap_or(0);
         let faults = branch_faults(root.seed, branch, &root.names, root.horizon_ns);
@@ -135,7 +178,7 @@ pub fn replay(
         if t.id == target {
             session.run_to(point, &mut collect).map_err(fail)?;
         } else {
-            root.advance(&mut session, t.from_ns, &mut collect)
+            root.advance(&mut session, t.from_ns, root.horizon_ns, &mut collect)
                 .map_err(fail)?;
         }
     }
@@ -157,11 +200,19 @@ pub fn replay(
     Ok(ReplaySummary {
         moment: moment.to_string(),
         decision_point_ns: point,
-        started_from: format!("boot, then the path T{}", {
-            let ids: Vec<String> = path.iter().map(|t| t.id.to_string()).collect();
-            ids.join(" → T")
-        }),
-        started_at_ns: 0,
+        started_from: format!(
+            "{}, then the path T{}",
+            if start.is_some() {
+                format!("T{}'s snapshot file", path[first].id)
+            } else {
+                "boot".to_string()
+            },
+            {
+                let ids: Vec<String> = path[first..].iter().map(|t| t.id.to_string()).collect();
+                ids.join(" → T")
+            }
+        ),
+        started_at_ns: start.map_or(0, |i| path[i].end_ns),
         state: session.state(),
         events_replayed: replayed.len(),
         divergence,

@@ -300,6 +300,12 @@ impl Session {
         })
     }
 
+    /// Re-seeds the test composer (which test command runs next) from `seed`, as a
+    /// campaign's branch does at its fork; the template chosen at setup stays.
+    pub fn reseed_composer(&mut self, seed: u64) {
+        self.runner.reseed_composer(seed);
+    }
+
     /// Services, VM states, properties so far and the trace hash, now.
     pub fn state(&self) -> SessionState {
         let world = &self.world;

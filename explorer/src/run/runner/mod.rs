@@ -125,6 +125,13 @@ impl Runner {
         self.duration_ns
     }
 
+    /// See [`crate::run::Session::reseed_composer`]; nothing to do before the composer exists.
+    pub fn reseed_composer(&mut self, seed: u64) {
+        if let Some(c) = &mut self.state.composer {
+            c.reseed(seed);
+        }
+    }
+
     /// Setup is over: services up, test commands discovered, `first_` commands done.
     pub fn setup_finished(&self) -> bool {
         self.state.composer.as_ref().is_some_and(|c| c.setup_done())
