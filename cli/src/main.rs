@@ -2,6 +2,7 @@
 //! flags, shows progress, prints results and turns them into exit codes.
 
 mod boot_cmd;
+mod ci_cmd;
 mod doctor_cmd;
 mod exit;
 mod explore_cmd;
@@ -70,6 +71,11 @@ enum Command {
     /// The notebook's server plus the upload API that `detvm push` and `detvm ci --server`
     /// use; runs the campaigns of accepted bundles (docs/service.md).
     Serve(crate::service_cmd::ServeArgs),
+    /// The CI gate: run a campaign (here or with --server), compare its findings with a
+    /// baseline, write JUnit/JSON/Markdown; exit 0 unless a property failed anew (or
+    /// again, without --allow-known); skip when the inputs equal a passing baseline's
+    /// (docs/ci.md).
+    Ci(crate::ci_cmd::CiArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,7 @@ fn main() -> ExitCode {
         Command::Notebook(args) => crate::notebook_cmd::run(args),
         Command::Push(args) => crate::service_cmd::push(args),
         Command::Serve(args) => crate::service_cmd::serve(args),
+        Command::Ci(args) => crate::ci_cmd::ci(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

@@ -4,5 +4,6 @@
 
 pub mod bundle;
 pub mod client;
+pub mod gate;
 pub mod report;
 pub mod server;

@@ -195,6 +195,8 @@ impl Jobs {
             horizon: Duration::from_millis(c.horizon_ms.unwrap_or(3000)),
             jobs: self.threads,
             weights: Weights::default(),
+            snapshot_cap: campaign::files::DEFAULT_CAP,
+            resume: None,
         }
     }
 
