@@ -6,4 +6,5 @@ pub mod bundle;
 pub mod client;
 pub mod gate;
 pub mod report;
+pub mod scale;
 pub mod server;
