@@ -254,25 +254,49 @@ fn pick_stream(seed: u64) -> ChaCha20Rng {
 /// campaign to this many branches. Only tests set it.
 const ABORT_AFTER: &str = "DETVM_TEST_ABORT_AFTER_BRANCHES";
 
+/// Runs a round's work items somewhere else (worker processes, hosts) and gives their
+/// results back in the items' order. The items' parents are files in the campaign's
+/// `snapshots/` folder; results name the files their branches wrote there
+/// ([`item::Worker`] does both). Without one, rounds run on `jobs` threads here.
+pub trait Executor {
+    fn run(&mut self, items: &[WorkItem]) -> Result<Vec<ItemResult>, RunError>;
+}
+
 /// Runs a campaign (or resumes one, `opts.resume`); `interrupt` stops it between rounds.
 pub fn explore(
     opts: &ExploreOptions,
     observer: &mut dyn Observer,
     interrupt: &AtomicBool,
 ) -> Result<CampaignReport, RunError> {
+    explore_with(opts, observer, interrupt, None)
+}
+
+/// [`explore`], with the rounds' items run by `executor` when given. The tree is the
+/// same either way: the coordinator picks, scores and commits in branch order.
+pub fn explore_with(
+    opts: &ExploreOptions,
+    observer: &mut dyn Observer,
+    interrupt: &AtomicBool,
+    mut executor: Option<&mut dyn Executor>,
+) -> Result<CampaignReport, RunError> {
     let wall = Instant::now();
     let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
     let mut store = store::CampaignStore::open(&opts.run.home).map_err(infra)?;
     let (mut c, root, _scratch) = match &opts.resume {
-        None => (start(opts, &mut store)?, None, None),
+        None => {
+            let (mut c, prepared, run_opts) = start(opts, observer, &mut store)?;
+            match c.root_from_start(opts, (&prepared, &run_opts), observer, &mut store) {
+                Ok(root) => (c, root, None),
+                Err(e) => {
+                    let _ = store.set_status(&c.id, "setup_failed");
+                    return Err(e);
+                }
+            }
+        }
         Some(id) => {
             let (c, root, scratch) = resume(id, opts, observer, &mut store)?;
-            (c, Some(root), Some(scratch))
+            (c, root, Some(scratch))
         }
-    };
-    let root = match root {
-        Some(r) => r,
-        None => c.root_from_start(opts, observer, &mut store)?,
     };
     let abort_after: Option<u64> = std::env::var(ABORT_AFTER).ok().and_then(|v| v.parse().ok());
     let mut rng = c.state.pick.resume();
@@ -306,12 +330,22 @@ pub fn explore(
             .collect();
         c.state.next_branch += items.len() as u64;
         c.state.pick = StreamState::of(&rng);
-        for item in &items {
-            c.load_parent(&root, item.parent)?;
+        let results = match executor.as_deref_mut() {
+            Some(executor) => executor.run(&items)?,
+            None => {
+                for item in &items {
+                    c.load_parent(&root, item.parent)?;
+                }
+                run_round(&root, &items, &c.cache, &c.dir, opts.jobs)
+            }
+        };
+        if results.len() != items.len() || results.iter().zip(&items).any(|(r, i)| r.item != *i) {
+            return Err(RunError::Infrastructure(
+                "the executor gave back results that are not the round's items, in order".into(),
+            ));
         }
-        let results = run_round(&root, &items, &c.cache, &c.dir, opts.jobs);
         c.merge(results, opts, observer, &mut store)?;
-        if abort_after.is_some_and(|k| c.state.next_branch - 1 >= k) {
+        if abort_after.is_some_and(|k| c.state.next_branch > k) {
             std::process::abort();
         }
     };
@@ -325,13 +359,24 @@ pub fn explore(
 
 /// A new campaign: its id, folder and inputs (the root is booted by
 /// [`Coordinator::root_from_start`]).
-fn start(opts: &ExploreOptions, store: &mut store::CampaignStore) -> Result<Coordinator, RunError> {
+fn start(
+    opts: &ExploreOptions,
+    observer: &mut dyn Observer,
+    store: &mut store::CampaignStore,
+) -> Result<(Coordinator, Prepared, RunOptions), RunError> {
     let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
+    let mut run_opts = opts.run.clone();
+    run_opts.no_faults = true;
+    run_opts.faults = None;
+    let prepared = prepare(&run_opts, observer)?;
+    for w in &prepared.compose.warnings {
+        observer.warning(&w.to_string());
+    }
     let compose = opts.run.compose.display().to_string();
-    let seed = opts.run.seed.unwrap_or(0);
+    let seed = prepared.seed;
     let id = store.create(&compose, seed).map_err(infra)?;
     let dir = store.dir(&id);
-    Ok(Coordinator {
+    let c = Coordinator {
         state: CampaignState {
             inputs_key: String::new(),
             frontier: Frontier::default(),
@@ -348,7 +393,8 @@ fn start(opts: &ExploreOptions, store: &mut store::CampaignStore) -> Result<Coor
         cache: BTreeMap::new(),
         compose,
         seed,
-    })
+    };
+    Ok((c, prepared, run_opts))
 }
 
 /// A campaign to go on with: its state as its last round committed it, its inputs
@@ -397,24 +443,15 @@ impl Coordinator {
     fn root_from_start(
         &mut self,
         opts: &ExploreOptions,
+        (prepared, run_opts): (&Prepared, &RunOptions),
         observer: &mut dyn Observer,
         store: &mut store::CampaignStore,
     ) -> Result<Root, RunError> {
         let infra = |e: crate::store::StoreError| RunError::Infrastructure(e.to_string());
-        let mut run_opts = opts.run.clone();
-        run_opts.no_faults = true;
-        run_opts.faults = None;
-        let prepared = prepare(&run_opts, observer)?;
-        for w in &prepared.compose.warnings {
-            observer.warning(&w.to_string());
-        }
         let horizon_ns = opts.horizon.as_nanos() as u64;
-        self.state.inputs_key = replay::save_inputs(&self.dir, &run_opts, &prepared, horizon_ns)?;
+        self.state.inputs_key = replay::save_inputs(&self.dir, run_opts, prepared, horizon_ns)?;
         let plan = prepared.world_plan(opts.run.backend, &self.dir.join("volumes"))?;
-        let root = Root::new(plan, &prepared, horizon_ns);
-        // The seed may come from the compose file: the pick stream follows the real one.
-        self.seed = root.seed;
-        self.state.pick = StreamState::of(&pick_stream(root.seed));
+        let root = Root::new(plan, prepared, horizon_ns);
         observer.info(&format!(
             "campaign {}, seed {}, horizon {}, {} per round on {} job(s)",
             self.id,
@@ -518,14 +555,18 @@ impl Coordinator {
             ));
             observer.progress(t.end_ns, &format!("T{}", t.id));
             self.state.virtual_ns += t.end_ns - t.from_ns;
-            match (&r.snapshot, r.in_memory.take()) {
-                (Some(file), Some(snap)) if score > 0.0 => {
+            match &r.snapshot {
+                Some(file) if score > 0.0 => {
                     self.state.frontier.push(t.id, t.end_ns, score);
                     self.state.files.add(t.id, file.bytes, t.parent);
-                    self.cache.insert(t.id, snap);
+                    // A remote executor's result has no in-memory copy: read the file
+                    // when a branch forks from it.
+                    if let Some(snap) = r.in_memory.take() {
+                        self.cache.insert(t.id, snap);
+                    }
                 }
-                (Some(_), _) => delete.push(t.id),
-                _ => {}
+                Some(_) => delete.push(t.id),
+                None => {}
             }
         }
         let pruned = self

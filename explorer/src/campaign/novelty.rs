@@ -158,25 +158,24 @@ impl Observed {
         }
     }
 
+    /// An agent message as the event stores it: internally tagged by `type`
+    /// (`{"type":"output","line":…}`, see `detvm_protocol::message::AgentMessage`).
     fn agent(&mut self, node: &str, message: &serde_json::Value) {
-        let Some((kind, fields)) = message.as_object().and_then(|m| m.iter().next()) else {
-            return;
-        };
-        match kind.as_str() {
-            "Output" | "ExecOutput" => {
-                if let Some(line) = fields["line"].as_str() {
+        match message["type"].as_str().unwrap_or("") {
+            "output" | "exec_output" => {
+                if let Some(line) = message["line"].as_str() {
                     self.add(Category::LogTemplate, format!("{node}: {}", template(line)));
                 }
             }
-            "Exited" => self.add(
+            "exited" => self.add(
                 Category::ServiceExit,
                 format!(
                     "{node}: code {} signal {}",
-                    fields["code"], fields["signal"]
+                    message["code"], message["signal"]
                 ),
             ),
-            "Sdk" => {
-                let line = fields["line"].as_str().unwrap_or("");
+            "sdk" => {
+                let line = message["line"].as_str().unwrap_or("");
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
                     let a = &v["antithesis_assert"];
                     if let Some(id) = a["id"].as_str() {
@@ -257,6 +256,43 @@ mod tests {
         );
         assert_eq!(template("leader elected"), "leader elected");
         assert_ne!(template("leader elected"), template("leader lost"));
+    }
+
+    fn agent_event(node: &str, message: serde_json::Value) -> StoredEvent {
+        StoredEvent {
+            seq: 0,
+            vtime_ns: 0,
+            node: node.into(),
+            kind: "agent".into(),
+            body: serde_json::json!({ "type": "agent", "message": message }),
+        }
+    }
+
+    #[test]
+    fn agent_messages_become_keys() {
+        let mut o = Observed::default();
+        o.event(&agent_event(
+            "kv",
+            serde_json::json!({"type": "output", "stream": "stdout", "line": "listening on 7000"}),
+        ));
+        o.event(&agent_event(
+            "kv",
+            serde_json::json!({"type": "exited", "code": 1, "signal": null}),
+        ));
+        let sdk = r#"{"antithesis_assert":{"id":"x","details":{"key":"k17"}}}"#;
+        o.event(&agent_event(
+            "driver",
+            serde_json::json!({"type": "sdk", "exec": 3, "line": sdk}),
+        ));
+        let keys: Vec<(Category, &str)> = o.keys.iter().map(|(c, k)| (*c, k.as_str())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Category::LogTemplate, "kv: listening on #"),
+                (Category::SdkDetails, "x: {\"key\":\"#\"}"),
+                (Category::ServiceExit, "kv: code 1 signal null"),
+            ]
+        );
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub fn summarize(
             if t.failed.contains(&p.id) {
                 s.failing += 1;
                 s.status = Status::Failed;
-                failing_at.push((failure_time(t, p), t.id));
+                let at = failure_time(t, p);
+                failing_at.push((at, owner(timelines, t, at)));
             } else if p.passes > 0 {
                 s.passing += 1;
             }
@@ -117,6 +118,7 @@ pub fn summarize(
                 s.status = Status::Failed;
             }
             failing_at.sort_unstable();
+            failing_at.dedup();
             s.examples = failing_at
                 .iter()
                 .take(3)
@@ -126,6 +128,22 @@ pub fn summarize(
             s
         })
         .collect()
+}
+
+/// The timeline on `t`'s path whose own stretch holds `at`: a failure a branch
+/// inherited from its parent happened in the parent (or further up).
+fn owner(timelines: &[Timeline], t: &Timeline, at: u64) -> u64 {
+    let mut cur = t;
+    while at < cur.from_ns {
+        match cur
+            .parent
+            .and_then(|p| timelines.iter().find(|x| x.id == p))
+        {
+            Some(parent) => cur = parent,
+            None => break,
+        }
+    }
+    cur.id
 }
 
 /// Where a failing property failed in a timeline: its first false report, else the
@@ -144,11 +162,12 @@ fn first_failures(
     for (t, props) in timelines.iter().zip(properties) {
         for p in props.iter().filter(|p| t.failed.contains(&p.id)) {
             let Some(f) = &p.first_failure else { continue };
+            let t = owner(timelines, t, f.vtime_ns);
             let better = first
                 .get(&p.id)
-                .is_none_or(|(bt, _, bv)| (f.vtime_ns, t.id) < (*bv, *bt));
+                .is_none_or(|(bt, _, bv)| (f.vtime_ns, t) < (*bv, *bt));
             if better {
-                first.insert(p.id.clone(), (t.id, f.service.clone(), f.vtime_ns));
+                first.insert(p.id.clone(), (t, f.service.clone(), f.vtime_ns));
             }
         }
     }
@@ -187,11 +206,11 @@ fn line_of(e: &StoredEvent) -> Option<String> {
     let line = match e.kind.as_str() {
         "console" => e.body["line"].as_str()?,
         "agent" => {
-            let (kind, fields) = e.body["message"].as_object()?.iter().next()?;
-            if kind != "Output" && kind != "ExecOutput" {
-                return None;
+            let message = &e.body["message"];
+            match message["type"].as_str()? {
+                "output" | "exec_output" => message["line"].as_str()?,
+                _ => return None,
             }
-            fields["line"].as_str()?
         }
         _ => return None,
     };
@@ -232,4 +251,73 @@ pub fn stored(home: &std::path::Path, id: &str) -> Result<CampaignReport, RunErr
             record.status
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::properties::{Location, Sighting};
+
+    fn timeline(id: u64, parent: Option<u64>, from_ns: u64, end_ns: u64) -> Timeline {
+        Timeline {
+            id,
+            parent,
+            from_ns,
+            branch: parent.map(|_| id),
+            end_ns,
+            finished: false,
+            score: 0.0,
+            faults: String::new(),
+            failed: vec!["p".into()],
+            error: None,
+        }
+    }
+
+    fn failing_at(vtime_ns: u64) -> Property {
+        Property {
+            id: "p".into(),
+            message: "p holds".into(),
+            kind: "always".into(),
+            display_type: "Always".into(),
+            must_hit: false,
+            location: Location::default(),
+            passes: 0,
+            failures: 1,
+            first_failure: Some(Sighting {
+                service: "db".into(),
+                vtime_ns,
+                details: serde_json::Value::Null,
+            }),
+            first_pass: None,
+            status: Status::Failed,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn examples_name_the_timeline_a_failure_happened_in_earliest_first() {
+        // T1 fails at 5; T2 and T3 inherit that failure from T1; T4 fails itself at 3.
+        let timelines = vec![
+            timeline(1, None, 0, 10),
+            timeline(2, Some(1), 10, 20),
+            timeline(3, Some(2), 20, 30),
+            timeline(4, None, 0, 10),
+        ];
+        let props = vec![
+            vec![failing_at(5)],
+            vec![failing_at(5)],
+            vec![failing_at(5)],
+            vec![failing_at(3)],
+        ];
+        let s = summarize("c", &timelines, &props);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].failing, 4);
+        assert_eq!(
+            s[0].examples,
+            vec!["c/T4@0.000000003s", "c/T1@0.000000005s"]
+        );
+        assert_eq!(s[0].first_failure.as_deref(), Some("c/T4@0.000000003s"));
+        let first = first_failures(&timelines, &props);
+        assert_eq!(first["p"], (4, "db".to_string(), 3));
+    }
 }
