@@ -76,6 +76,9 @@ enum Command {
     /// again, without --allow-known); skip when the inputs equal a passing baseline's
     /// (docs/ci.md).
     Ci(crate::ci_cmd::CiArgs),
+    /// Run campaign branches from the work queue of `detvm serve --queue`
+    /// (docs/scale-out.md).
+    Worker(crate::service_cmd::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Push(args) => crate::service_cmd::push(args),
         Command::Serve(args) => crate::service_cmd::serve(args),
         Command::Ci(args) => crate::ci_cmd::ci(args),
+        Command::Worker(args) => crate::service_cmd::worker(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

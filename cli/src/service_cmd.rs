@@ -182,6 +182,10 @@ pub struct ServeArgs {
     pub jobs: Option<usize>,
     #[arg(long, default_value = "emu", value_parser = crate::run_cmd::parse_backend)]
     pub backend: BackendKind,
+    /// Run campaigns' rounds on `detvm worker`s through this PostgreSQL work queue
+    /// (`postgres://user@host/db`) instead of this host's threads (docs/scale-out.md).
+    #[arg(long, env = "DETVM_QUEUE")]
+    pub queue: Option<String>,
     /// Largest bundle accepted, compressed, e.g. `4GiB`.
     #[arg(long, value_parser = explorer::compose::parse_memory)]
     pub max_upload: Option<u64>,
@@ -205,7 +209,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let jobs = Jobs::start(&home, args.backend, threads);
+    let jobs = Jobs::start(&home, args.backend, threads, args.queue.clone());
     let service = Service {
         home,
         limits,
@@ -232,6 +236,46 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("detvm serve: {e}");
             ExitCode::from(exit::INFRASTRUCTURE)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The PostgreSQL work queue of `detvm serve --queue`.
+    #[arg(long, env = "DETVM_QUEUE")]
+    pub queue: String,
+    /// How long an item is this worker's; past it, another worker may take it again.
+    #[arg(long, default_value = "10m", value_parser = explorer::compose::parse_duration)]
+    pub lease: Duration,
+}
+
+/// `detvm worker`: runs campaign branches from the work queue until Ctrl-C. The
+/// campaign folders must be this host's `.detvm` too (a shared folder; docs/scale-out.md).
+pub fn worker(args: WorkerArgs) -> ExitCode {
+    let home = crate::run_cmd::home();
+    let name = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+        std::process::id()
+    );
+    let flag = crate::run_cmd::interrupt_flag();
+    eprintln!("detvm worker {name}: taking items from the queue (Ctrl-C stops)");
+    match detvm_service::scale::executor::serve_items(
+        &args.queue,
+        &home,
+        &name,
+        args.lease,
+        &flag,
+        |line| eprintln!("{line}"),
+    ) {
+        Ok(n) => {
+            eprintln!("detvm worker {name}: {n} items done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("detvm worker: {e}");
+            ExitCode::from(exit::of_error(&e))
         }
     }
 }

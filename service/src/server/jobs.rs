@@ -52,6 +52,8 @@ pub struct Job {
 
 pub struct Jobs {
     home: PathBuf,
+    /// The work queue campaigns run their rounds on, if any (`--queue`).
+    queue_url: Option<String>,
     backend: BackendKind,
     threads: usize,
     jobs: Mutex<BTreeMap<String, Job>>,
@@ -67,7 +69,12 @@ pub fn jobs_dir(home: &Path) -> PathBuf {
 impl Jobs {
     /// Reads the jobs of earlier runs of the server (an unfinished one is marked
     /// interrupted) and starts the worker thread.
-    pub fn start(home: &Path, backend: BackendKind, threads: usize) -> Arc<Jobs> {
+    pub fn start(
+        home: &Path,
+        backend: BackendKind,
+        threads: usize,
+        queue_url: Option<String>,
+    ) -> Arc<Jobs> {
         let mut known = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir(jobs_dir(home)) {
             for e in dir.flatten() {
@@ -85,6 +92,7 @@ impl Jobs {
         }
         let jobs = Arc::new(Jobs {
             home: home.to_path_buf(),
+            queue_url,
             backend,
             threads: threads.max(1),
             jobs: Mutex::new(known),
@@ -216,7 +224,15 @@ impl Jobs {
         self.update(id, |j| j.status = JobStatus::Running);
         let opts = self.options(&dir, &manifest);
         let mut log = JobLog { jobs: self, id };
-        let result = campaign::explore(&opts, &mut log, &self.stop);
+        let result = match &self.queue_url {
+            None => campaign::explore(&opts, &mut log, &self.stop),
+            Some(url) => match crate::scale::executor::QueueExecutor::connect(url) {
+                Ok(mut exec) => {
+                    campaign::explore_with(&opts, &mut log, &self.stop, Some(&mut exec))
+                }
+                Err(e) => Err(RunError::Infrastructure(e.to_string())),
+            },
+        };
         self.update(id, |j| match result {
             Ok(report) => {
                 let failed = report.failed();
