@@ -71,7 +71,7 @@ fn workers_give_the_one_host_tree_and_survive_a_killed_worker() {
         .unwrap();
     // Kill one worker while it holds an item, once the campaign's first results are in.
     let mut q = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
-    let victim = workers.remove(0);
+    let mut victim = workers.remove(0);
     let holder = format!("%-{}", victim.id());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -96,6 +96,7 @@ fn workers_give_the_one_host_tree_and_survive_a_killed_worker() {
         .args(["-9", &victim.id().to_string()])
         .status()
         .unwrap();
+    victim.wait().unwrap();
     let status = push.wait().unwrap();
     let mut stdout = String::new();
     std::io::Read::read_to_string(push.stdout.as_mut().unwrap(), &mut stdout).unwrap();

@@ -93,11 +93,11 @@ fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
         body: json!({}),
     };
     assert!(b
-        .complete(&again, &json!({"by": "b"}), &[child.clone()])
+        .complete(&again, &json!({"by": "b"}), std::slice::from_ref(&child))
         .unwrap());
     // The first holder finishes late: its duplicate result is dropped, the child stays one.
     assert!(!a
-        .complete(&first, &json!({"by": "a"}), &[child.clone()])
+        .complete(&first, &json!({"by": "a"}), std::slice::from_ref(&child))
         .unwrap());
     a.enqueue(&[root]).unwrap(); // a late re-queue of a done item is ignored
     let results = a.results("c").unwrap();
