@@ -12,6 +12,7 @@ pkgs=(
   qemu-system-x86                                 # regression tests and benchmarks only
   skopeo umoci debootstrap                        # image tests and example images
   chromium                                        # the notebook's browser test (headless)
+  postgresql python3-venv                         # service tests: job queue, moto (S3)
 )
 # npm for the browser test's playwright-core (Debian's nodejs when none is installed).
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
@@ -32,6 +33,14 @@ browser_tests="$root/notebook-ui/tests/browser"
 if [ ! -f "$browser_tests/node_modules/playwright-core/package.json" ]; then
   echo "[setup] npm ci in notebook-ui/tests/browser (playwright-core)" >&2
   (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# moto's S3 server for the service tests (scripts/test-services.sh), in a venv, once.
+moto_venv="${DETVM_CACHE:-$HOME/.cache/detvm}/moto"
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  echo "[setup] moto[server] into $moto_venv" >&2
+  /usr/bin/python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.*' >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

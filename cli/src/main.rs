@@ -2,6 +2,7 @@
 //! flags, shows progress, prints results and turns them into exit codes.
 
 mod boot_cmd;
+mod ci_cmd;
 mod doctor_cmd;
 mod exit;
 mod explore_cmd;
@@ -11,6 +12,7 @@ mod notebook_cmd;
 mod progress;
 mod report;
 mod run_cmd;
+mod service_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -67,6 +69,20 @@ enum Command {
     /// Serve the web notebook on 127.0.0.1:7878: runs, triage, timelines, logs, moments,
     /// and actions at a moment (branch, exec, file) as notebook cells (docs/notebook.md).
     Notebook(crate::notebook_cmd::NotebookArgs),
+    /// Send a compose system, its files and images to a detvm server as one bundle and
+    /// queue a campaign there; `--wait` follows it and exits with its code (docs/service.md).
+    Push(crate::service_cmd::PushArgs),
+    /// The notebook's server plus the upload API that `detvm push` and `detvm ci --server`
+    /// use; runs the campaigns of accepted bundles (docs/service.md).
+    Serve(crate::service_cmd::ServeArgs),
+    /// The CI gate: run a campaign (here or with --server), compare its findings with a
+    /// baseline, write JUnit/JSON/Markdown; exit 0 unless a property failed anew (or
+    /// again, without --allow-known); skip when the inputs equal a passing baseline's
+    /// (docs/ci.md).
+    Ci(crate::ci_cmd::CiArgs),
+    /// Run campaign branches from the work queue of `detvm serve --queue`
+    /// (docs/scale-out.md).
+    Worker(crate::service_cmd::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +109,10 @@ fn main() -> ExitCode {
         Command::Campaign(cmd) => crate::explore_cmd::campaign(cmd),
         Command::Minimize(args) => crate::minimize_cmd::minimize(args),
         Command::Notebook(args) => crate::notebook_cmd::run(args),
+        Command::Push(args) => crate::service_cmd::push(args),
+        Command::Serve(args) => crate::service_cmd::serve(args),
+        Command::Ci(args) => crate::ci_cmd::ci(args),
+        Command::Worker(args) => crate::service_cmd::worker(args),
         Command::Paths => {
             println!("cache: {}", explorer::paths::cache_dir().display());
             ExitCode::SUCCESS

@@ -89,13 +89,13 @@ fn parse_epoch(s: &str) -> Result<i64, String> {
     explorer::compose::parse_epoch(s)
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
+pub fn parse_var(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("`{s}` is not KEY=value"))
 }
 
-fn parse_backend(s: &str) -> Result<BackendKind, String> {
+pub fn parse_backend(s: &str) -> Result<BackendKind, String> {
     match s {
         "emu" => Ok(BackendKind::Emu),
         "kvm" => Ok(BackendKind::Kvm),

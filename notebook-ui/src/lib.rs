@@ -25,4 +25,4 @@ pub mod state;
 pub mod timeline;
 pub mod triage;
 
-pub use server::{router, serve, Config, DEFAULT_LISTEN};
+pub use server::{router, router_with, serve, serve_with, Config, DEFAULT_LISTEN};

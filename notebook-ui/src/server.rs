@@ -59,6 +59,16 @@ impl Config {
 
 /// The whole application, for `serve` and for tests.
 pub fn router(home: &std::path::Path, token: Option<String>) -> Result<Router, AppError> {
+    router_with(home, token, None)
+}
+
+/// The application with `extra` routes nested at a path (`detvm serve`'s upload API),
+/// behind the same access guard.
+pub fn router_with(
+    home: &std::path::Path,
+    token: Option<String>,
+    extra: Option<(&str, Router)>,
+) -> Result<Router, AppError> {
     let state = AppState {
         db: Db::open(home)?,
         jobs: Arc::new(Jobs::default()),
@@ -86,7 +96,11 @@ pub fn router(home: &std::path::Path, token: Option<String>) -> Result<Router, A
         .route("/cells/{id}/run", post(api::run_cell))
         .route("/cells/{id}/file", get(api::cell_file))
         .fallback(|| async { AppError::not_found("no such API endpoint") });
-    let app = Router::new()
+    let mut app = Router::new();
+    if let Some((path, routes)) = extra {
+        app = app.nest_service(path, routes);
+    }
+    let app = app
         .route("/", get(pages::runs_page))
         .route("/runs/{id}", get(pages::run_page))
         .route("/runs/{id}/timeline", get(pages::timeline_page))
@@ -244,8 +258,13 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
 
 /// Serves until Ctrl-C. Prints the address to open.
 pub async fn serve(config: Config) -> Result<(), String> {
+    serve_with(config, None).await
+}
+
+/// [`serve`] with extra routes (see [`router_with`]).
+pub async fn serve_with(config: Config, extra: Option<(&str, Router)>) -> Result<(), String> {
     config.check()?;
-    let app = router(&config.home, config.token.clone()).map_err(|e| e.message)?;
+    let app = router_with(&config.home, config.token.clone(), extra).map_err(|e| e.message)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

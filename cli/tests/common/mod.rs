@@ -7,3 +7,4 @@ mod engine;
 pub use engine::*;
 
 pub mod cli;
+pub mod server;

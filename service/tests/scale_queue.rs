@@ -1,0 +1,182 @@
+//! The scale-out work queue on a real PostgreSQL and snapshot objects on a real S3
+//! server (moto), both started here on loopback: workers sharing a campaign give the
+//! same tree as one; a worker killed with SIGKILL mid-item loses nothing (its lease
+//! expires, the item is redone) and duplicates nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use detvm_service::scale::load::{result_of, seed, work, Load};
+use detvm_service::scale::objects::Objects;
+use detvm_service::scale::queue::{Item, Queue};
+use serde_json::json;
+
+fn load(url: &str, campaign: &str, items: i64, workers: usize) -> Load {
+    Load {
+        queue: url.to_string(),
+        campaign: campaign.into(),
+        items,
+        workers,
+        work: Duration::from_millis(5),
+        lease: Duration::from_secs(2),
+        objects: None,
+    }
+}
+
+/// timeline → (result, parent) of a campaign.
+fn tree(url: &str, campaign: &str) -> BTreeMap<i64, (String, serde_json::Value)> {
+    let mut q = Queue::connect(url, "reader").unwrap();
+    q.results(campaign)
+        .unwrap()
+        .into_iter()
+        .map(|(t, body, _)| {
+            (
+                t,
+                (
+                    body["result"].as_str().unwrap().to_string(),
+                    body["parent"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn workers_sharing_a_campaign_give_the_same_tree_as_one() {
+    let pg = support::postgres();
+    let one = load(&pg.url, "one", 40, 1);
+    seed(&one).unwrap();
+    assert_eq!(work(&one, "solo").unwrap().0, 40);
+    let three = load(&pg.url, "three", 40, 3);
+    seed(&three).unwrap();
+    assert_eq!(work(&three, "team").unwrap().0, 40);
+    let (a, b) = (tree(&pg.url, "one"), tree(&pg.url, "three"));
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, b);
+    assert!(a.iter().all(|(t, (r, _))| *r == result_of(*t)));
+    let mut q = Queue::connect(&pg.url, "reader").unwrap();
+    let workers: std::collections::BTreeSet<String> = q
+        .results("three")
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, w)| w)
+        .collect();
+    assert!(workers.len() > 1, "the work was shared: {workers:?}");
+}
+
+#[test]
+fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
+    let pg = support::postgres();
+    let mut a = Queue::connect(&pg.url, "a").unwrap();
+    let mut b = Queue::connect(&pg.url, "b").unwrap();
+    let root = Item {
+        campaign: "c".into(),
+        timeline: 0,
+        body: json!({}),
+    };
+    a.enqueue(&[root.clone(), root.clone()]).unwrap();
+    let lease = Duration::from_millis(300);
+    let first = a.take(lease).unwrap().expect("the item");
+    assert!(
+        b.take(lease).unwrap().is_none(),
+        "leased items are not handed out twice"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let again = b.take(lease).unwrap().expect("the lease expired");
+    assert_eq!(again.leases, 2);
+    let child = Item {
+        campaign: "c".into(),
+        timeline: 1,
+        body: json!({}),
+    };
+    assert!(b
+        .complete(&again, &json!({"by": "b"}), std::slice::from_ref(&child))
+        .unwrap());
+    // The first holder finishes late: its duplicate result is dropped, the child stays one.
+    assert!(!a
+        .complete(&first, &json!({"by": "a"}), std::slice::from_ref(&child))
+        .unwrap());
+    a.enqueue(&[root]).unwrap(); // a late re-queue of a done item is ignored
+    let results = a.results("c").unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1["by"], "b");
+    assert_eq!(a.pending("c").unwrap(), 1, "only the child is left");
+}
+
+#[test]
+fn a_worker_killed_mid_item_loses_and_duplicates_nothing() {
+    let pg = support::postgres();
+    let exe = env!("CARGO_BIN_EXE_detvm-queue-load");
+    let items = "30";
+    let run = |args: &[&str]| Command::new(exe).args(args).spawn().unwrap();
+    assert!(run(&["seed", &pg.url, "k", items])
+        .wait()
+        .unwrap()
+        .success());
+    // A slow worker (1 s per item, 2 s leases), killed once it holds an item.
+    let mut victim = run(&["work", &pg.url, "k", items, "2", "1000", "2000"]);
+    let mut q = Queue::connect(&pg.url, "watch").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let results = q.results("k").unwrap().len();
+        if results >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the victim did no work");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-9", &victim.id().to_string()])
+        .status()
+        .unwrap();
+    victim.wait().unwrap();
+    let held = q.pending("k").unwrap();
+    assert!(held > 0, "the campaign was not done when killed");
+    // Survivors finish the campaign, redoing whatever the victim held.
+    let out = Command::new(exe)
+        .args(["work", &pg.url, "k", items, "3", "5", "2000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let t = tree(&pg.url, "k");
+    assert_eq!(t.len(), 30, "every item exactly once");
+    assert!(t.iter().all(|(k, (r, _))| *r == result_of(*k)));
+    assert_eq!(q.pending("k").unwrap(), 0);
+    let redone = q
+        .results("k")
+        .unwrap()
+        .into_iter()
+        .filter(|(_, body, _)| body["leases"].as_i64().unwrap() > 1)
+        .count();
+    assert!(redone >= 1, "the victim's leased items were taken again");
+}
+
+#[test]
+fn snapshots_go_through_a_real_s3_server_and_a_shared_folder() {
+    let s3 = support::s3();
+    std::env::set_var("AWS_ENDPOINT", &s3.url);
+    std::env::set_var("AWS_ALLOW_HTTP", "true");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("T0.dsnap");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let shared = format!("file://{}", dir.path().join("shared").display());
+    for url in ["s3://detvm/campaigns".to_string(), shared] {
+        let o = Objects::open(&url).unwrap();
+        assert!(!o.exists("c1/T0.dsnap").unwrap(), "{url}");
+        assert_eq!(
+            o.put_file("c1/T0.dsnap", &file).unwrap(),
+            bytes.len() as u64
+        );
+        assert!(o.exists("c1/T0.dsnap").unwrap(), "{url}");
+        let back = dir.path().join("back.dsnap");
+        o.get_file("c1/T0.dsnap", &back).unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), bytes, "{url}");
+    }
+}
