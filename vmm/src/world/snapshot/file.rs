@@ -736,8 +736,7 @@ mod tests {
         let bomb =
             zstd::bulk::compress(&vec![b' '; (STATE_SECTION_LIMIT + 1) as usize], 1).unwrap();
         let err = decompress(&bomb, Path::new("x.dsnap"), "STAT")
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             err.contains("section STAT: decompresses to more than 256 MiB"),
