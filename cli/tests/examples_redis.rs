@@ -93,7 +93,8 @@ fn run_seeds(duration: &str, seeds: &[u32], parallel: usize) -> Vec<Outcome> {
 }
 
 /// What every seed must show: an ending with properties judged, Redis's guarantees
-/// holding, the workload having run, and (under `detvm check`) identical runs.
+/// holding wherever they were checked, the final check having run, and (under `detvm
+/// check`) identical runs.
 fn assert_judged(o: &Outcome) {
     let (seed, r, t) = (o.seed, &o.report, &o.output);
     // 0: every property passed; 1: some failed. Never 3 (infrastructure error), 5 (a
@@ -107,29 +108,33 @@ fn assert_judged(o: &Outcome) {
     if o.checked {
         assert!(t.contains("deterministic: 2 runs"), "seed {seed}: {t}");
     }
-    for name in ALWAYS {
-        let p = property(r, name);
-        assert_eq!(p["status"], "passed", "seed {seed}: {p:#}\n{t}");
+    assert_eq!(property(r, "setup completed")["status"], "passed", "{t}");
+    // The final check runs on every seed; the drivers' properties exist where drivers ran
+    // (a plan that cuts the client off during setup can use up a short run).
+    for name in &ALWAYS[2..] {
+        assert!(
+            property(r, name)["passes"].as_u64() > Some(0),
+            "seed {seed}: {t}"
+        );
     }
-    assert!(
-        property(r, ALWAYS[0])["passes"].as_u64() > Some(0),
-        "seed {seed}: no INCR was checked\n{t}"
-    );
-    assert!(
-        property(r, "WAIT confirms a write on the replica")["passes"].as_u64() > Some(0),
-        "seed {seed}: no write was confirmed\n{t}"
-    );
-    let eventually = r["commands"]
-        .as_array()
-        .unwrap()
+    for p in r["properties"].as_array().unwrap() {
+        if p["kind"] == "always" || p["kind"] == "reachability" {
+            assert_eq!(p["status"], "passed", "seed {seed}: {p:#}\n{t}");
+        }
+    }
+    for c in r["commands"].as_array().unwrap() {
+        assert_eq!(c["failed"], 0, "seed {seed}: {c}\n{t}");
+    }
+}
+
+/// How often a property passed over all seeds (0 where it was never declared).
+fn passes(outcomes: &[Outcome], message: &str) -> u64 {
+    outcomes
         .iter()
-        .filter(|c| c["command"] == "main/eventually_replica_converged")
-        .map(|c| c["succeeded"].as_u64().unwrap())
-        .sum::<u64>();
-    assert!(
-        eventually >= 1,
-        "seed {seed}: the final check never ran\n{t}"
-    );
+        .flat_map(|o| o.report["properties"].as_array().unwrap())
+        .filter(|p| p["message"] == message)
+        .map(|p| p["passes"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -137,6 +142,10 @@ fn redis_scenario_seeds_end_with_properties_judged_and_replay_identically() {
     let outcomes = run_seeds(CI_DURATION, &[1, 2, 5], 3);
     for o in &outcomes {
         assert_judged(o);
+    }
+    // The workload ran and was checked: INCRs, and writes the replica acknowledged.
+    for name in [ALWAYS[0], ALWAYS[1], "WAIT confirms a write on the replica"] {
+        assert!(passes(&outcomes, name) > 0, "{name}: never checked");
     }
     // The swarm plans, printed before each run, hit the servers: kills among them.
     assert!(
@@ -150,7 +159,10 @@ fn redis_scenario_seeds_end_with_properties_judged_and_replay_identically() {
 #[test]
 #[ignore]
 fn redis_scenario_full_length() {
-    for o in &run_seeds("20s", &[1, 2, 3, 4, 5, 6, 7, 8], 2) {
+    let outcomes = run_seeds("20s", &[1, 2, 3, 4, 5, 6, 7, 8], 2);
+    for o in &outcomes {
         assert_judged(o);
+        // 20 s leave time for the drivers whatever the plan.
+        assert!(property(&o.report, ALWAYS[0])["passes"].as_u64() > Some(0));
     }
 }
