@@ -25,9 +25,24 @@ pub const SDK_DIR: &str = "/run/detvm/sdk";
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
+/// The links a container runtime adds to /dev (runc's defaults): bash's process
+/// substitution (`<(…)`) and `/dev/stdout` need them, and devtmpfs has none.
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
+
 /// The mounts PID 1 needs before anything else (in the initramfs).
 pub fn mount_agent_fs() -> std::io::Result<()> {
     mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    for (link, target) in DEV_LINKS {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
     mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, "")?;
     mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, "")?;
     mount(
