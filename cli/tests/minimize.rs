@@ -36,27 +36,44 @@ fn minimize_shrinks_a_failing_replog_timeline_and_draws_its_curve() {
     let home = example_home("minimize-home", "examples/replog/build-images.sh");
     let tmp = tempfile::tempdir().unwrap();
     let campaign_json = tmp.path().join("campaign.json");
-    // Short runs (4 s) so timelines of the second round finish and are judged.
-    let out = run_detvm(
-        &home,
-        &[
-            "explore",
-            REPLOG,
-            "--seed",
-            "1",
-            "--duration",
-            "4s",
-            "--horizon",
-            "2s",
-            "--branches",
-            "8",
-            "--jobs",
-            "2",
-            "--json",
-            campaign_json.to_str().unwrap(),
-        ],
+    // Short runs (4 s) so timelines of the second round finish and are judged. Which
+    // seed's campaign meets the bug depends on the guest's bytes (any change to the agent
+    // or the example moves every timeline), so the test takes the first of a few seeds
+    // whose 8-branch campaign fails; most do (3 of seeds 2-6 when this was written).
+    let failed_campaign = (1..=8u64).find(|seed| {
+        let seed = seed.to_string();
+        let out = run_detvm(
+            &home,
+            &[
+                "explore",
+                REPLOG,
+                "--seed",
+                &seed,
+                "--duration",
+                "4s",
+                "--horizon",
+                "2s",
+                "--branches",
+                "8",
+                "--jobs",
+                "2",
+                "--json",
+                campaign_json.to_str().unwrap(),
+            ],
+        );
+        match out.status.code() {
+            Some(1) => true,
+            Some(0) => false,
+            _ => panic!(
+                "campaign seed {seed} did not end with a verdict: {}",
+                text(&out)
+            ),
+        }
+    });
+    assert!(
+        failed_campaign.is_some(),
+        "no 8-branch campaign of seeds 1-8 found the lost write"
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let campaign = read_json(&campaign_json);
     let timelines = array(&campaign["timelines"]);
     let failing = timelines
