@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::frontier::Frontier;
-use super::item::{snapshot_dir, snapshot_name};
 
 /// Default `--snapshot-cap`: 2 GiB.
 pub const DEFAULT_CAP: u64 = 2 << 30;
@@ -94,6 +93,16 @@ pub fn delete_strays(campaign_dir: &Path, kept: &Files) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The folder of a campaign's snapshot files.
+pub fn snapshot_dir(campaign_dir: &Path) -> PathBuf {
+    campaign_dir.join("snapshots")
+}
+
+/// The file name of the snapshot at the end of timeline `t`.
+pub fn snapshot_name(t: u64) -> String {
+    format!("T{t}.dsnap")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use vmm::clock::VirtualTime;
 use vmm::world::FaultPlan;
 
+pub use super::files::{snapshot_dir, snapshot_name};
 use super::novelty::Observed;
 use super::{branch_faults, failures, node_states, Collect, Root, Timeline};
 use crate::observer::Observer;
@@ -59,16 +60,6 @@ pub struct ItemResult {
     /// The same snapshot in memory, for a coordinator in the same process.
     #[serde(skip)]
     pub in_memory: Option<SessionSnapshot>,
-}
-
-/// The folder of a campaign's snapshot files.
-pub fn snapshot_dir(campaign_dir: &Path) -> PathBuf {
-    campaign_dir.join("snapshots")
-}
-
-/// The file name of the snapshot at the end of timeline `t`.
-pub fn snapshot_name(t: u64) -> String {
-    format!("T{t}.dsnap")
 }
 
 /// A parent moment: its snapshot in memory and the file it was loaded from or saved to.

@@ -89,7 +89,7 @@ impl Engine {
         };
         // SAFETY: `state` is boxed and freed only after uc_close, so the counter outlives
         // the engine; no code has been translated yet.
-        unsafe { int::uc_detvm_set_counter(uc.cast(), &raw mut (*engine.state).counter) };
+        unsafe { int::uc_detvm_set_counter(uc.cast(), (&raw mut (*engine.state).counter).cast()) };
         let write = |c: ControlType| ControlType(c.0 | ControlType::IO_WRITE.0);
         if let Some(bytes) = code_buffer_bytes {
             // SAFETY: a uint32_t argument; before the engine initialises (the first control

@@ -144,7 +144,7 @@ extern "C" {
     /// vendor/unicorn-engine-sys/PATCHES.md).
     pub fn uc_detvm_block_hook_tb_slot(uc: *mut c_void) -> *const *const u8;
     /// Makes new TBs count instructions in `counter` (patched Unicorn, as above).
-    pub fn uc_detvm_set_counter(uc: *mut c_void, counter: *mut super::counting::Counter);
+    pub fn uc_detvm_set_counter(uc: *mut c_void, counter: *mut c_void);
     #[link_name = "tb_htable_lookup_x86_64"]
     fn tb_htable_lookup(
         cs: *mut CpuState,
