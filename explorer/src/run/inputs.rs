@@ -127,6 +127,12 @@ impl RunInputs {
     }
 }
 
+/// Image files are content-addressed (named by their digest): their names say what
+/// they hold wherever the image store is (another host's `.detvm` for a worker).
+fn image_names(images: &[PathBuf]) -> Vec<Option<&std::ffi::OsStr>> {
+    images.iter().map(|p| p.file_name()).collect()
+}
+
 impl Fingerprint {
     /// The first difference from `then` (the run's), as the error a replay stops with.
     pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {
@@ -138,7 +144,7 @@ impl Fingerprint {
             "the guest kernel build"
         } else if self.initrd != then.initrd {
             "the guest agent build"
-        } else if self.images != then.images {
+        } else if image_names(&self.images) != image_names(&then.images) {
             "a service's image"
         } else {
             return Ok(());
