@@ -154,3 +154,28 @@ impl Fingerprint {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_images(images: &[&str]) -> Fingerprint {
+        Fingerprint {
+            compose_sha256: "sha256:c".into(),
+            plan: "{}".into(),
+            kernel: "/cache/kernel/k1/vmlinux".into(),
+            initrd: "/cache/agent/a1/initramfs.cpio".into(),
+            images: images.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn images_are_compared_by_their_content_addressed_names() {
+        let server = with_images(&["/srv/.detvm/images/rootfs/aa.sqfs"]);
+        let worker = with_images(&["/home/w/.detvm/images/rootfs/aa.sqfs"]);
+        assert_eq!(worker.same_as(&server), Ok(()));
+        let other = with_images(&["/srv/.detvm/images/rootfs/bb.sqfs"]);
+        let err = other.same_as(&server).unwrap_err();
+        assert!(err.starts_with("a service's image changed"), "{err}");
+    }
+}
