@@ -176,6 +176,10 @@ pub fn replay(
         session = root.start_branch(&snap, branch, &faults).map_err(fail)?;
         collect = Collect(Vec::new());
         if t.id == target {
+            if let Some(judged) = t.judged_at_ns.filter(|&j| point > j) {
+                session.run_to(judged, &mut collect).map_err(fail)?;
+                session.end_drivers_now();
+            }
             session.run_to(point, &mut collect).map_err(fail)?;
         } else {
             root.advance(&mut session, t.from_ns, root.horizon_ns, &mut collect)
