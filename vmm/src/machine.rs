@@ -23,6 +23,19 @@ use crate::vcpu::{GuestIo, IoFlow, Vcpu, VcpuError, VcpuExit};
 pub const BASE_CMDLINE: &str =
     "console=ttyS0 reboot=acpi panic=-1 mitigations=off no_timer_check tsc=reliable";
 
+/// Added on `emu` only: no address-space randomisation for user processes. QEMU keys
+/// translated code by virtual address, so with ASLR every new process maps bash, libc and
+/// ld.so somewhere new and translates the same code again (docs/backends.md).
+pub const EMU_CMDLINE: &str = "norandmaps";
+
+/// The options of [`BASE_CMDLINE`] and the backend's own.
+pub fn base_cmdline(backend: BackendKind) -> String {
+    match backend {
+        BackendKind::Emu => format!("{BASE_CMDLINE} {EMU_CMDLINE}"),
+        BackendKind::Kvm => BASE_CMDLINE.to_string(),
+    }
+}
+
 /// Instructions between checks while an interrupt waits for the guest to enable
 /// interrupts. Small enough that an IRET is followed closely by the next interrupt.
 const INTERRUPT_WINDOW_POLL: u64 = 512;
@@ -168,7 +181,8 @@ impl Vm {
         check_vcpu_count(config)?;
         let ram = GuestRam::new(config.memory)?;
         let cmdline = format!(
-            "{BASE_CMDLINE} {} {}",
+            "{} {} {}",
+            base_cmdline(config.backend),
             virtio.cmdline_fragment(),
             config.cmdline
         );

@@ -447,6 +447,15 @@ struct uc_struct {
     void *block_hook_tb;
     // detvm: the instruction counter the generated code keeps (uc_detvm_set_counter).
     struct uc_detvm_counter *detvm_counter;
+    // detvm: the jump cache survives TLB flushes (an address-space switch). A flush only
+    // starts a new generation; an entry written in an older one is proven against the
+    // current page tables (its TB's physical pages) before it is used again, see
+    // detvm_jmp_cache_valid in qemu/include/exec/tb-lookup.h. 1 << TB_JMP_CACHE_BITS.
+    uint32_t detvm_jmp_gen;
+    uint32_t detvm_jmp_gen_of[1 << 12];
+    // detvm: the guest page of each jump cache entry's TB (its pc), so that a one-page
+    // TLB flush (INVLPG) drops only the entries of that page, not 128 of the 4096.
+    uint64_t detvm_jmp_page[1 << 12];
 };
 
 // Metadata stub for the variable-size cpu context used with uc_context_*()

@@ -20,7 +20,6 @@ const UC_CPU: usize = 440;
 // CPUState (X86CPU begins with it)
 const CS_CFLAGS_NEXT_TB: usize = 24;
 const CS_ENV_PTR: usize = 296;
-const CS_TB_JMP_CACHE: usize = 312;
 const CS_MEM_IO_PC: usize = 33144;
 const CS_CLUSTER_INDEX: usize = 33172;
 const CS_HALTED: usize = 33176;
@@ -85,7 +84,6 @@ const TB_TC_SIZE: usize = 40;
 pub const CF_COUNT_MASK: u32 = 0x7fff;
 const CF_INVALID: u32 = 0x0004_0000;
 const CF_CLUSTER_MASK: u32 = 0xff00_0000;
-const TB_JMP_CACHE_SIZE: u64 = 4096;
 /// TARGET_INSN_START_WORDS on i386: (pc, cc_op) per instruction.
 const INSN_START_WORDS: usize = 2;
 /// GETPC_ADJ on x86 hosts.
@@ -289,16 +287,14 @@ impl Cpu {
         unsafe { rd::<i32>(self.cs, CPU_ICOUNT_DECR) < 0 }
     }
 
-    /// The translation block about to run at `pc` with byte size `size`, found as QEMU's
-    /// own `tb_lookup__cpu_state` does (jump cache, then hash table). Called from the
-    /// block hook, before the block's first instruction.
+    /// The translation block about to run at `pc` with byte size `size`, found in QEMU's
+    /// hash table (by the physical page `pc` maps to now). Not in the jump cache: the
+    /// patched Unicorn keeps its entries across TLB flushes and proves an older entry only
+    /// when QEMU itself looks it up, so an entry here may belong to another address space.
+    /// Called from the block hook, before the block's first instruction, as a fallback.
     pub fn current_tb(&self, pc: u64, size: u32, forced_cflags: u32) -> Option<Tb> {
         let cs_base = self.seg_base(R_CS);
         let flags = self.hflags() | (self.env_u64(ENV_EFLAGS) & TB_EFLAGS_MASK) as u32;
-        let tmp = pc ^ (pc >> 6);
-        let hash = ((tmp >> 6) & (TB_JMP_CACHE_SIZE - 64)) | (tmp & 63);
-        // SAFETY: the jump cache is an array of TB_JMP_CACHE_SIZE pointers in CPUState.
-        let cached: *const u8 = unsafe { rd(self.cs, CS_TB_JMP_CACHE + 8 * hash as usize) };
         let matches = |tb: *const u8| -> bool {
             if tb.is_null() {
                 return false;
@@ -310,9 +306,6 @@ impl Cpu {
                 && t.size() == size
                 && t.cflags() & CF_INVALID == 0
         };
-        if matches(cached) {
-            return Some(Tb(cached));
-        }
         // Lookups carry the CPU's cluster in the top bits, as `tb_lookup__cpu_state` does.
         // SAFETY: see above.
         let cluster = (unsafe { rd::<i32>(self.cs, CS_CLUSTER_INDEX) } as u32) << 24;
@@ -321,10 +314,6 @@ impl Cpu {
             // page, which the block about to run has just filled.
             let tb = unsafe { tb_htable_lookup(self.cs, pc, cs_base, flags, cf) };
             if matches(tb) {
-                // Refresh the jump cache as QEMU's own lookup does: chained blocks never pass
-                // through it, so a stale entry would send every later hook down this path.
-                // SAFETY: a slot of the jump cache array (see above).
-                unsafe { wr(self.cs, CS_TB_JMP_CACHE + 8 * hash as usize, tb) };
                 return Some(Tb(tb));
             }
         }

@@ -697,3 +697,44 @@ fn code_patched_through_an_alias_mapping_runs_patched() {
     );
     assert_eq!(g.vcpu.instructions_retired(), 10);
 }
+
+/// QEMU finds the target of an indirect jump in its jump cache by virtual address. After
+/// the page tables map that address elsewhere, the code now mapped there must run: after
+/// an INVLPG of the page (the patched Unicorn drops only that page's entries) and after a
+/// CR3 write (it keeps the entries and proves them against the new mapping).
+#[test]
+fn an_indirect_call_runs_the_code_its_address_maps_to_now() {
+    const V: u64 = 0x20_0000; // one 4 KiB page, through the page table at PT
+    const PT: u32 = 0x2_0000;
+    const F1: u64 = 0x2_1000; // mov eax, 1; ret
+    const F2: u64 = 0x2_2000; // mov eax, 2; ret
+    let map_v_to = |phys: u64| {
+        let mut i = vec![0xc7, 0x04, 0x25]; // mov dword [PT], imm32: the entry's low half
+        i.extend(PT.to_le_bytes());
+        i.extend((phys as u32 | 0x7).to_le_bytes());
+        i
+    };
+    let mut code = vec![0xb9]; // mov ecx, V
+    code.extend((V as u32).to_le_bytes());
+    code.extend([0xff, 0xd1, 0x89, 0xc3]); // call rcx; mov ebx, eax
+    code.extend(map_v_to(F2));
+    code.extend([0x0f, 0x01, 0x39]); // invlpg [rcx]
+    code.extend([0xff, 0xd1, 0x89, 0xc6]); // call rcx; mov esi, eax
+    code.extend(map_v_to(F1));
+    code.extend([0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8]); // mov rax, cr3; mov cr3, rax
+    code.extend([0xff, 0xd1, 0x89, 0xc7]); // call rcx; mov edi, eax
+    code.push(0xf4); // hlt
+    let mut g = guest(&code);
+    g.ram.write(F1, &[0xb8, 1, 0, 0, 0, 0xc3]);
+    g.ram.write(F2, &[0xb8, 2, 0, 0, 0, 0xc3]);
+    g.ram.write_u64(0x3000 + 8, PT as u64 | 0x7); // PD entry 1 -> the page table
+    g.ram.write_u64(PT as u64, F1 | 0x7);
+    let mut io = Recorder::default();
+    assert_eq!(run(&mut g, &mut io, 1000), VcpuExit::Halted);
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(
+        (r.rbx, r.rsi, r.rdi),
+        (1, 2, 1),
+        "each call ran the code its address mapped to at the time"
+    );
+}

@@ -283,6 +283,18 @@ static void flush_all_helper(CPUState *src, run_on_cpu_func fn,
 #endif
 }
 
+/*
+ * detvm: a new jump cache generation instead of clearing it: every entry is proven
+ * against the page tables before its next use (tb-lookup.h).
+ */
+static void detvm_jmp_cache_new_gen(CPUState *cpu)
+{
+    if (++cpu->uc->detvm_jmp_gen == 0) {
+        cpu_tb_jmp_cache_clear(cpu);
+        memset(cpu->uc->detvm_jmp_gen_of, 0, sizeof(cpu->uc->detvm_jmp_gen_of));
+    }
+}
+
 static void tlb_flush_by_mmuidx_async_work(CPUState *cpu, run_on_cpu_data data)
 {
     CPUArchState *env = cpu->env_ptr;
@@ -300,7 +312,7 @@ static void tlb_flush_by_mmuidx_async_work(CPUState *cpu, run_on_cpu_data data)
         tlb_flush_one_mmuidx_locked(env, mmu_idx, now);
     }
 
-    cpu_tb_jmp_cache_clear(cpu);
+    detvm_jmp_cache_new_gen(cpu);
 
     if (to_clean == ALL_MMUIDX_BITS) {
         env_tlb(env)->c.full_flush_count = env_tlb(env)->c.full_flush_count + 1;
@@ -404,6 +416,8 @@ static void tlb_flush_page_locked(CPUArchState *env, int midx,
     /* Check if we need to flush due to large pages.  */
     if ((page & lp_mask) == lp_addr) {
         tlb_flush_one_mmuidx_locked(env, midx, get_clock_realtime());
+        /* detvm: every page of the large page may have changed, not only `page`. */
+        detvm_jmp_cache_new_gen(env_cpu(env));
     } else {
         if (tlb_flush_entry_locked(env->uc, tlb_entry(env, midx, page), page)) {
             tlb_n_used_entries_dec(env, midx);
@@ -434,7 +448,7 @@ static void tlb_flush_page_by_mmuidx_async_0(CPUState *cpu,
         }
     }
 
-    tb_flush_jmp_cache(cpu, addr);
+    detvm_tb_flush_jmp_cache_page(cpu, addr);
 }
 
 /**

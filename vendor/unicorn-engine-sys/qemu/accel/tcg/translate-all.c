@@ -35,6 +35,7 @@
 #include "sysemu/cpus.h"
 #include "sysemu/tcg.h"
 #include "uc_priv.h"
+#include "exec/tb-lookup.h"
 
 static bool tb_exec_is_locked(struct uc_struct*);
 static void tb_exec_change(struct uc_struct*, bool locked);
@@ -1184,17 +1185,18 @@ static uc_err uc_gen_tb(struct uc_struct *uc, uint64_t addr, uc_tb *out_tb)
                    tb->cs_base == cs_base &&
                    tb->flags == flags &&
                    tb->trace_vcpu_dstate == *cpu->trace_dstate &&
-                   (tb_cflags(tb) & (CF_HASH_MASK | CF_INVALID)) == cflags))) {
+                   (tb_cflags(tb) & (CF_HASH_MASK | CF_INVALID)) == cflags &&
+                   detvm_jmp_cache_valid(cpu, env, hash, tb, pc)))) {
 
         tb = tb_htable_lookup(cpu, pc, cs_base, flags, cflags);
-        cpu->tb_jmp_cache[hash] = tb;
+        detvm_jmp_cache_set(cpu, hash, tb);
 
         if (tb == NULL) {
             mmap_lock();
             tb = tb_gen_code(cpu, pc, cs_base, flags, cflags);
             mmap_unlock();
             /* We add the TB in the virtual pc hash table for the fast lookup */
-            cpu->tb_jmp_cache[hash] = tb;
+            detvm_jmp_cache_set(cpu, hash, tb);
         }
     }
 
@@ -2172,6 +2174,38 @@ static void tb_jmp_cache_clear_page(CPUState *cpu, target_ulong page_addr)
     for (i = 0; i < TB_JMP_PAGE_SIZE; i++) {
         cpu->tb_jmp_cache[i0 + i] = NULL;
     }
+}
+
+/*
+ * detvm: after a one-page TLB flush, drop the jump cache entries whose TB starts on
+ * that page or on the page before (a TB spans at most two pages), which are the ones
+ * tb_flush_jmp_cache must drop; the other entries of those hash groups stay.
+ */
+static void detvm_jmp_cache_clear_page(CPUState *cpu, target_ulong group_addr,
+                                       target_ulong page)
+{
+    struct uc_struct *uc = cpu->uc;
+    unsigned int i, i0 = tb_jmp_cache_hash_page(uc, group_addr);
+
+    for (i = i0; i < i0 + TB_JMP_PAGE_SIZE; i++) {
+        target_ulong p = uc->detvm_jmp_page[i];
+        if (cpu->tb_jmp_cache[i] &&
+            (p == page || p == page - TARGET_PAGE_SIZE)) {
+            cpu->tb_jmp_cache[i] = NULL;
+        }
+    }
+}
+
+void detvm_tb_flush_jmp_cache_page(CPUState *cpu, target_ulong addr)
+{
+    target_ulong page = addr & TARGET_PAGE_MASK;
+
+    QEMU_BUILD_BUG_ON(ARRAY_SIZE(((struct uc_struct *)0)->detvm_jmp_page) !=
+                      TB_JMP_CACHE_SIZE);
+    QEMU_BUILD_BUG_ON(ARRAY_SIZE(((struct uc_struct *)0)->detvm_jmp_gen_of) !=
+                      TB_JMP_CACHE_SIZE);
+    detvm_jmp_cache_clear_page(cpu, page - TARGET_PAGE_SIZE, page);
+    detvm_jmp_cache_clear_page(cpu, page, page);
 }
 
 void tb_flush_jmp_cache(CPUState *cpu, target_ulong addr)

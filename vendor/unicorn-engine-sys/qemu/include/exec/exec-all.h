@@ -470,6 +470,8 @@ void tlb_set_dirty(CPUState *cpu, target_ulong vaddr);
 
 /* exec.c */
 void tb_flush_jmp_cache(CPUState *cpu, target_ulong addr);
+/* detvm: tb_flush_jmp_cache that keeps the entries of other pages. */
+void detvm_tb_flush_jmp_cache_page(CPUState *cpu, target_ulong addr);
 
 MemoryRegionSection *
 address_space_translate_for_iotlb(CPUState *cpu, int asidx, hwaddr addr,
