@@ -18,6 +18,9 @@ use explorer::run::inputs::RunInputs;
 use explorer::run::{decision_point, snapshot_files, Session};
 use explorer::store::RunStore;
 
+/// Whether [`phases`] also takes a snapshot every second (as the moment cache does).
+static KEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 struct Quiet;
 impl Observer for Quiet {}
 
@@ -53,13 +56,30 @@ fn phases(home: &Path, run: &str, t: &str) {
     let restore = ms(start);
     let from = session.now();
     let start = Instant::now();
-    session.run_to(point, &mut Quiet).unwrap();
-    let replay = ms(start);
+    let mut snapshots = (0, 0.0);
+    while session.now() < point {
+        let next = ((session.now() / 1_000_000_000 + 1) * 1_000_000_000).min(point);
+        session.run_to(next, &mut Quiet).unwrap();
+        if KEEP.load(std::sync::atomic::Ordering::Relaxed) && session.now() < point {
+            let s = Instant::now();
+            let snap = session.snapshot().unwrap();
+            snapshots.0 += 1;
+            snapshots.1 += ms(s);
+            drop(snap);
+        }
+    }
+    let replay = ms(start) - snapshots.1;
+    let start = Instant::now();
+    let stored = store.events(run, from, point).unwrap();
+    let read_events = ms(start);
     let vs = (point - from) as f64 / 1e9;
     println!(
-        "| {t} | {} | {prepare:.0} | {world_plan:.0} | {load:.0} | {restore:.0} | {replay:.0} ({vs:.2} s virtual, {:.1} vs/s) | {:.0} |",
+        "| {t} | {} | {prepare:.0} | {world_plan:.0} | {load:.0} | {restore:.0} | {replay:.0} ({vs:.2} s virtual, {:.1} vs/s) | {} in {:.0} | {} in {read_events:.0} | {:.0} |",
         file.map_or("boot".to_string(), |(t, _)| explorer::moment::format_vtime(t)),
         vs / (replay / 1000.0),
+        snapshots.0,
+        snapshots.1,
+        stored.len(),
         ms(all)
     );
 }
@@ -79,10 +99,13 @@ fn through_engine(home: &Path, run: &str, t: &str, cache: &MomentCache, what: &s
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (home, run, times) = (Path::new(&args[0]), &args[1], &args[2..]);
-    println!("| moment | from file at | prepare ms | world plan ms | load file ms | restore ms | replay ms | total ms |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for t in times {
-        phases(home, run, t);
+    println!("| moment | from file at | prepare ms | world plan ms | load file ms | restore ms | replay ms | snapshots kept, ms | stored events read, ms | total ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for keep in [false, true] {
+        KEEP.store(keep, std::sync::atomic::Ordering::Relaxed);
+        for t in times {
+            phases(home, run, t);
+        }
     }
     println!("\n| moment | case | started from | wall |\n|---|---|---|---|");
     for t in times {

@@ -1,7 +1,7 @@
 //! Moments of stored runs: from the latest kept snapshot or snapshot file at or
 //! before the moment (or boot).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cache::Base;
@@ -9,7 +9,7 @@ use super::{advance, Collect, MomentCache, MomentSession, Start, EVERY_NS};
 use crate::moment::{format_vtime, Moment};
 use crate::observer::Observer;
 use crate::run::inputs::RunInputs;
-use crate::run::{check, decision_point, snapshot_files, Ending, RunError, Session};
+use crate::run::{check, decision_point, snapshot_files, RunError, Session};
 use crate::store::{RunRecord, RunStore};
 
 fn infra(e: impl std::fmt::Display) -> RunError {
@@ -160,11 +160,14 @@ pub(super) fn session_at(
     })
 }
 
-/// Replays the whole of stored run `run` once (from boot, or the latest kept
-/// snapshot before the first gap), keeping a snapshot every [`EVERY_NS`]: opening
-/// its page makes every later moment of it start at most that far back. Does nothing
-/// when the cache keeps nothing, the run is still going, or the cache already holds
-/// the run's last one.
+/// Replays the whole of stored run `run` once, keeping a snapshot every
+/// [`EVERY_NS`]: opening its page makes every later moment of it start at most that
+/// far back. The run is cut at its snapshot files into intervals that replay on their
+/// own; the interval holding the run's first property failure (the moment its page
+/// links first) goes first, then the others in time order. An interval whose last
+/// second is kept already is skipped, and one kept in part goes on from its latest
+/// kept snapshot before the first gap. Does nothing when the cache keeps nothing or
+/// the run is still going.
 pub fn warm(
     home: &Path,
     run: &str,
@@ -179,24 +182,94 @@ pub fn warm(
     let Some(end) = record.vtime_end_ns else {
         return Ok(());
     };
-    let last = end.saturating_sub(1) / EVERY_NS * EVERY_NS;
-    if last == 0 || cache.has(run, last) {
-        return Ok(());
-    }
+    let end = decision_point(end);
+    let files: Vec<_> = snapshot_files(&store.run_dir(run))
+        .into_iter()
+        .filter(|(t, _)| *t < end)
+        .collect();
+    let first_failure = store
+        .properties(run)
+        .map_err(infra)?
+        .iter()
+        .filter_map(|p| p.first_failure.as_ref().map(|f| f.vtime_ns))
+        .min();
+    let times: Vec<u64> = files.iter().map(|(t, _)| *t).collect();
+    let intervals: Vec<(u64, u64, Option<PathBuf>)> = warm_order(&times, end, first_failure)
+        .into_iter()
+        .map(|(from, to)| {
+            let file = files.iter().find(|(t, _)| *t == from).map(|(_, p)| p.clone());
+            (from, to, file)
+        })
+        .collect();
     let base = base(home, &record, run, cache, observer)?;
     let (plan, seed, duration_ns) = parts(&base);
-    let mut from = None;
-    let mut t = EVERY_NS;
-    while t <= last && cache.has(run, t) {
-        from = Some(t);
-        t += EVERY_NS;
+    for (from, to, file) in intervals {
+        let last = to.saturating_sub(1) / EVERY_NS * EVERY_NS;
+        if last <= from || cache.has(run, last) {
+            continue;
+        }
+        let mut kept = None;
+        let mut t = (from / EVERY_NS + 1) * EVERY_NS;
+        while t <= last && cache.has(run, t) {
+            kept = Some(t);
+            t += EVERY_NS;
+        }
+        let mut session = match (kept.and_then(|t| cache.nearest(run, t)), &file) {
+            (Some((_, snap)), _) => Session::restore(plan, &snap, seed, duration_ns, None)?,
+            (None, Some(path)) => {
+                let snap = Arc::new(Session::load(path, plan)?);
+                cache.keep(run, from, snap.clone());
+                Session::restore(plan, &snap, seed, duration_ns, None)?
+            }
+            (None, None) => Session::boot(plan.clone(), seed, duration_ns)?,
+        };
+        match advance(cache, run, &mut session, to, observer) {
+            // Reached, or the run ended (in its last interval).
+            Ok(_) => {}
+            Err(e) => return Err(RunError::Infrastructure(format!("{run}: {e}"))),
+        }
     }
-    let mut session = match from.and_then(|t| cache.nearest(run, t)) {
-        Some((_, snap)) => Session::restore(plan, &snap, seed, duration_ns, None)?,
-        None => Session::boot(plan.clone(), seed, duration_ns)?,
-    };
-    match advance(cache, run, &mut session, decision_point(end), observer) {
-        Ok(Ending::Reached) | Ok(_) => Ok(()),
-        Err(e) => Err(RunError::Infrastructure(format!("{run}: {e}"))),
+    Ok(())
+}
+
+/// The intervals a warm-up replays, each from a snapshot file (or boot at 0) to the
+/// next file or the run's `end`: the one holding `first` first, then the rest in time
+/// order.
+fn warm_order(files: &[u64], end: u64, first: Option<u64>) -> Vec<(u64, u64)> {
+    let mut starts: Vec<u64> = std::iter::once(0).chain(files.iter().copied()).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut intervals: Vec<(u64, u64)> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (s, starts.get(i + 1).copied().unwrap_or(end)))
+        .filter(|(s, e)| s < e)
+        .collect();
+    if let Some(i) = first.and_then(|f| intervals.iter().position(|&(s, e)| s <= f && f < e)) {
+        let holding = intervals.remove(i);
+        intervals.insert(0, holding);
+    }
+    intervals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warm_order;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn warming_starts_with_the_interval_of_the_first_failure() {
+        let files = [10 * S, 20 * S, 30 * S];
+        assert_eq!(
+            warm_order(&files, 45 * S, Some(23 * S)),
+            [(20 * S, 30 * S), (0, 10 * S), (10 * S, 20 * S), (30 * S, 45 * S)]
+        );
+        assert_eq!(
+            warm_order(&files, 45 * S, None),
+            [(0, 10 * S), (10 * S, 20 * S), (20 * S, 30 * S), (30 * S, 45 * S)]
+        );
+        // A file at 0 and one at the very end add no empty interval.
+        assert_eq!(warm_order(&[0, 5 * S], 5 * S, Some(S)), [(0, 5 * S)]);
     }
 }
