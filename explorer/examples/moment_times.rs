@@ -113,6 +113,12 @@ fn main() {
         let warm_inputs = MomentCache::default();
         through_engine(home, run, "0.01s", &warm_inputs, "(preparing the inputs)");
         warm_inputs.clear_snapshots();
-        through_engine(home, run, t, &warm_inputs, "inputs prepared, no snapshot kept");
+        through_engine(
+            home,
+            run,
+            t,
+            &warm_inputs,
+            "inputs prepared, no snapshot kept",
+        );
     }
 }

@@ -65,10 +65,7 @@ fn event(campaign: &str, (t, seq, vtime, node, kind, body): Row) -> CampaignEven
 
 /// `filter`'s SQL conditions, with the time range as `?2` and `?3`, and the arguments
 /// after the campaign's.
-fn in_range(
-    filter: &Filter,
-    range: (u64, u64),
-) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
+fn in_range(filter: &Filter, range: (u64, u64)) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
     let (cond, mut args) = search::conditions(filter, 4)?;
     let (from, to) = (range.0 as i64, i64::try_from(range.1).unwrap_or(i64::MAX));
     args.insert(0, Box::new(to));

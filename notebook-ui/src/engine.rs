@@ -66,11 +66,12 @@ impl Observer for Progress {
 /// and the scratch folder its volumes live in), moved on to the moment asked for.
 pub struct At {
     pub base: MomentSession,
-    /// A stored run's replay compared with the run; `None` for branches.
+    /// A stored run's or campaign timeline's replay compared with its stored events;
+    /// `None` for branches.
     pub divergence: Option<Option<String>>,
 }
 
-/// Rebuilds a session at `moment` (of a run or a branch).
+/// Rebuilds a session at `moment` (of a run, a campaign timeline, or a branch of either).
 pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At, String> {
     let conn = db.conn().map_err(|e| e.message)?;
     let store = RunStore::open(db.home()).map_err(|e| e.to_string())?;

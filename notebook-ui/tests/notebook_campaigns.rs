@@ -360,7 +360,10 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     // first replay kept; rewinding to just after the fork, from a kept snapshot of T or
     // of its parent's end. Both identical to the stored events.
     let from_ns = t["from_ns"].as_u64().unwrap();
-    for (offset, kept_of) in [(2_500_000_000u64, vec![t["id"].clone()]), (100_000_000, vec![t["id"].clone(), t["parent"].clone()])] {
+    for (offset, kept_of) in [
+        (2_500_000_000u64, vec![t["id"].clone()]),
+        (100_000_000, vec![t["id"].clone(), t["parent"].clone()]),
+    ] {
         let m = format!(
             "{}@{}",
             t["timeline"].as_str().unwrap(),
@@ -386,11 +389,14 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
         .await;
     assert_eq!(exec["status"], "done", "{exec:#}");
     assert_eq!(exec["output"]["exec"]["code"], 0, "{exec:#}");
-    assert!(exec["output"]["exec"]["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|l| l["line"].as_str().unwrap().ends_with("log2")), "{exec:#}");
+    assert!(
+        exec["output"]["exec"]["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["line"].as_str().unwrap().ends_with("log2")),
+        "{exec:#}"
+    );
     let file = client
         .run_cell(&tl_id, serde_json::json!({"kind": "file", "moment": moment, "node": "driver", "path": "/etc/hosts"}))
         .await;
@@ -405,7 +411,10 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     let branch_tl = branch["timeline"].as_str().unwrap().to_string();
     assert_eq!(branch_tl, format!("{tl_id}~{}", branch["id"]));
     let end = branch["output"]["end_ns"].as_u64().unwrap();
-    assert_eq!(end, view["decision_point_ns"].as_u64().unwrap() + 500_000_000);
+    assert_eq!(
+        end,
+        view["decision_point_ns"].as_u64().unwrap() + 500_000_000
+    );
     let inside = moment_view(&client, &format!("{branch_tl}@{}ns", end)).await;
     assert_eq!(
         inside["state"]["trace_hash"], branch["output"]["trace_hash"],
@@ -416,15 +425,27 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
         .await;
     assert_eq!(fault["status"], "done", "{fault:#}");
     let faults = client
-        .get_json(&format!("/api/runs/{}/events?kind=fault_applied", fault["timeline"].as_str().unwrap()))
+        .get_json(&format!(
+            "/api/runs/{}/events?kind=fault_applied",
+            fault["timeline"].as_str().unwrap()
+        ))
         .await;
     assert!(
-        faults["events"].as_array().unwrap().iter().any(|e| e["node"] == "log1" || e["text"].as_str().unwrap_or("").contains("log1")),
+        faults["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"] == "log1" || e["text"].as_str().unwrap_or("").contains("log1")),
         "{faults:#}"
     );
     let page = client.get(&format!("/moments/{moment}")).await;
     assert!(page.text().contains("Act from this moment"));
-    let r = client.post(&format!("/api/runs/{tl_id}/cells/rerun"), &serde_json::json!({})).await;
+    let r = client
+        .post(
+            &format!("/api/runs/{tl_id}/cells/rerun"),
+            &serde_json::json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     for cell in [&exec, &file, &branch, &fault] {
         let after = client.cell_done(cell["id"].as_u64().unwrap()).await;

@@ -171,7 +171,9 @@ impl MomentCache {
     }
 
     pub fn has(&self, timeline: &str, t: u64) -> bool {
-        self.lock().snapshots.contains_key(&(timeline.to_string(), t))
+        self.lock()
+            .snapshots
+            .contains_key(&(timeline.to_string(), t))
     }
 
     /// Keeps a snapshot of `timeline` at `t` (nothing when its base is not kept: it
@@ -232,4 +234,3 @@ impl MomentCache {
         inner.bytes = 0;
     }
 }
-

@@ -197,7 +197,10 @@ pub fn warm(
     let intervals: Vec<(u64, u64, Option<PathBuf>)> = warm_order(&times, end, first_failure)
         .into_iter()
         .map(|(from, to)| {
-            let file = files.iter().find(|(t, _)| *t == from).map(|(_, p)| p.clone());
+            let file = files
+                .iter()
+                .find(|(t, _)| *t == from)
+                .map(|(_, p)| p.clone());
             (from, to, file)
         })
         .collect();
@@ -263,11 +266,21 @@ mod tests {
         let files = [10 * S, 20 * S, 30 * S];
         assert_eq!(
             warm_order(&files, 45 * S, Some(23 * S)),
-            [(20 * S, 30 * S), (0, 10 * S), (10 * S, 20 * S), (30 * S, 45 * S)]
+            [
+                (20 * S, 30 * S),
+                (0, 10 * S),
+                (10 * S, 20 * S),
+                (30 * S, 45 * S)
+            ]
         );
         assert_eq!(
             warm_order(&files, 45 * S, None),
-            [(0, 10 * S), (10 * S, 20 * S), (20 * S, 30 * S), (30 * S, 45 * S)]
+            [
+                (0, 10 * S),
+                (10 * S, 20 * S),
+                (20 * S, 30 * S),
+                (30 * S, 45 * S)
+            ]
         );
         // A file at 0 and one at the very end add no empty interval.
         assert_eq!(warm_order(&[0, 5 * S], 5 * S, Some(S)), [(0, 5 * S)]);
