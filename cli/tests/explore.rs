@@ -1,7 +1,7 @@
 //! `detvm explore`: a campaign over a tree of timelines finds kv's planted bug, gives the
 //! same tree with one job or two, and its failing moment replays with the same events
 //! (from a snapshot file, or from boot once the file is gone); a campaign killed after a
-//! round and resumed ends with the same tree as one run in one go; `--snapshot-cap`
+//! mid-round with SIGKILL and resumed ends with the same tree as one run in one go; `--snapshot-cap`
 //! prunes files and replays still match. Each test uses its own `--duration`, so the
 //! findings of one do not compare against another's campaigns.
 
@@ -176,7 +176,8 @@ fn a_killed_campaign_resumes_to_the_same_tree() {
         &whole,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    // Killed (abort, as by kill -9) right after its first round of 4 was committed.
+    // Killed with SIGKILL while its second round runs, once the store shows its first
+    // round of 4 committed.
     let args = [
         "explore",
         "examples/kv/docker-compose.yaml",
@@ -193,27 +194,34 @@ fn a_killed_campaign_resumes_to_the_same_tree() {
         "--jobs",
         "2",
     ];
-    let killed = std::process::Command::new(common::cli::detvm())
+    let store = explorer::campaign::store::CampaignStore::open(home()).unwrap();
+    let before: Vec<String> = store.list().unwrap().into_iter().map(|c| c.id).collect();
+    let mut child = std::process::Command::new(common::cli::detvm())
         .args(args)
         .env("DETVM_HOME", home())
-        .env("DETVM_TEST_ABORT_AFTER_BRANCHES", "4")
         .current_dir(common::repo_root())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    assert_eq!(
-        killed.status.code(),
-        None,
-        "killed by a signal: {}",
-        text(&killed)
-    );
-    let stderr = String::from_utf8_lossy(&killed.stderr);
-    let campaign = stderr
-        .split_whitespace()
-        .skip_while(|w| *w != "campaign")
-        .nth(1)
-        .map(|w| w.trim_end_matches(','))
-        .unwrap_or_else(|| panic!("no campaign id: {stderr}"))
-        .to_string();
+    let campaign = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the campaign ended before its first round was seen committed"
+        );
+        let committed = store.list().unwrap().into_iter().find_map(|c| {
+            let state = store.state(&c.id).ok().flatten()?;
+            (!before.contains(&c.id) && state.next_branch > 4).then_some(c.id)
+        });
+        if let Some(id) = committed {
+            break id;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
     // As the store left it: 4 branches, not finished.
     let show = run_detvm(home(), &["campaign", "show", &campaign]);
     let shown = String::from_utf8_lossy(&show.stdout);

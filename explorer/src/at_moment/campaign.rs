@@ -2,7 +2,9 @@
 //! forks from the root to T (a snapshot kept in memory, or the snapshot file of a
 //! timeline's end), else from the root booted again; then each timeline on the rest
 //! of the path forked from its parent's end with its branch id and faults, and T run
-//! to the moment.
+//! to the moment. A branch the campaign judged early forks its children, and has its
+//! file, at the end of its horizon (`judged_at_ns`); past it, its drivers end there
+//! (`Session::end_drivers_now`) and the judging plays on.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,12 @@ use crate::store::StoredEvent;
 
 fn infra(e: impl std::fmt::Display) -> RunError {
     RunError::Infrastructure(e.to_string())
+}
+
+/// Where a timeline's children fork and its snapshot file is: its end, or for a
+/// judged branch the end of its horizon, before the judging.
+fn fork_at(t: &Timeline) -> u64 {
+    t.judged_at_ns.unwrap_or(t.end_ns)
 }
 
 /// Where the replay starts: on the path's timeline `level`, at `t`.
@@ -80,8 +88,15 @@ pub(super) fn session_at(
         if level == top {
             point
         } else {
-            path[level].end_ns
+            fork_at(path[level])
         }
+    };
+    // A judged target past its judging moment: its drivers ended there.
+    let judged_at = |level: usize| {
+        (level == top)
+            .then_some(path[level].judged_at_ns)
+            .flatten()
+            .filter(|&j| point > j)
     };
     let from = start(&path, &dir, root, cache, &name, &limit)?;
     let fail = |e: String| RunError::Infrastructure(format!("{moment}: the replay failed: {e}"));
@@ -95,13 +110,18 @@ pub(super) fn session_at(
             format_vtime(f.t),
             top - f.level
         ));
-        // A timeline's end is only forked from; a state inside one goes on as it.
-        if f.t < path[f.level].end_ns || f.level == top {
+        // A timeline's end is only forked from; a state inside one goes on as it (a
+        // judged one's past its judging with the run's duration cut there, as
+        // `Session::end_drivers_now` left it).
+        if f.t < fork_at(path[f.level]) || f.level == top {
+            let duration_ns = judged_at(f.level)
+                .filter(|&j| f.t > j)
+                .unwrap_or(root.duration_ns);
             session = Some(Session::restore(
                 &root.plan,
                 &f.snapshot,
                 root.seed,
-                root.duration_ns,
+                duration_ns,
                 None,
             )?);
         }
@@ -136,6 +156,10 @@ pub(super) fn session_at(
         };
         collect.events.clear();
         first_seq = s.runner().next_event();
+        if let Some(j) = judged_at(level).filter(|&j| s.now() <= j) {
+            advance(cache, &name(t), &mut s, j, &mut collect).map_err(fail)?;
+            s.end_drivers_now();
+        }
         let ending = advance(cache, &name(t), &mut s, limit(level), &mut collect).map_err(fail)?;
         if s.now() < limit(level) {
             return Err(RunError::Infrastructure(format!(
@@ -147,7 +171,7 @@ pub(super) fn session_at(
         }
         if level < top {
             let end = Arc::new(s.snapshot().map_err(fail)?);
-            cache.keep(&name(t), t.end_ns, end.clone());
+            cache.keep(&name(t), fork_at(t), end.clone());
             parent_end = Some(end);
         } else {
             session = Some(s);
@@ -201,9 +225,9 @@ fn start(
         let t = path[level];
         let kept = cache.nearest(&name(t), limit(level));
         let file = files::path_of(dir, t.id);
-        let file_usable = t.end_ns <= limit(level) && file.is_file();
+        let file_usable = fork_at(t) <= limit(level) && file.is_file();
         match kept {
-            Some((at, snapshot)) if !file_usable || at >= t.end_ns => {
+            Some((at, snapshot)) if !file_usable || at >= fork_at(t) => {
                 return Ok(Some(From {
                     level,
                     t: at,
@@ -213,10 +237,10 @@ fn start(
             }
             _ if file_usable => {
                 let snapshot = Arc::new(Session::load(&file, &root.plan)?);
-                cache.keep(&name(t), t.end_ns, snapshot.clone());
+                cache.keep(&name(t), fork_at(t), snapshot.clone());
                 return Ok(Some(From {
                     level,
-                    t: t.end_ns,
+                    t: fork_at(t),
                     snapshot,
                     what: format!("T{}'s snapshot file", t.id),
                 }));

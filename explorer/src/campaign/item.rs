@@ -33,6 +33,12 @@ pub struct WorkItem {
     pub parent: u64,
     pub branch: u64,
     pub horizon_ns: u64,
+    /// After the horizon (and after its end is saved), end the drivers there and play
+    /// the branch on to its judging (`eventually_`, `finally_` commands, verdicts), so
+    /// properties judged at a run's end are checked at this moment too. Its children
+    /// fork from the saved moment, before the judging.
+    #[serde(default)]
+    pub judge: bool,
 }
 
 /// The snapshot file a branch ended with, in the campaign's `snapshots/` folder.
@@ -114,6 +120,25 @@ impl Root {
         Ok(ending)
     }
 
+    /// Judges a session now: its drivers end here and it plays on to the run's end
+    /// (draining drivers, faults stopped, `eventually_` and `finally_` commands). The
+    /// moment it ended.
+    pub(super) fn judge_now(
+        &self,
+        session: &mut Session,
+        observer: &mut dyn Observer,
+    ) -> Result<u64, String> {
+        session.end_drivers_now();
+        let limit = session.now() + super::FINISH_LIMIT_NS;
+        match session.run_to(limit, observer)? {
+            Ending::Reached => Err(format!(
+                "not finished {}s after its drivers ended",
+                super::FINISH_LIMIT_NS / 1_000_000_000
+            )),
+            _ => Ok(session.now()),
+        }
+    }
+
     /// Runs one work item from its parent; the branch's end is saved into `dir` (the
     /// campaign's snapshot folder) unless it finished.
     pub fn run_item(&self, item: &WorkItem, parent: &Parent, dir: &Path) -> ItemResult {
@@ -126,6 +151,7 @@ impl Root {
             branch: Some(item.branch),
             end_ns: from_ns,
             finished: false,
+            judged_at_ns: None,
             score: 0.0,
             faults: faults.to_string(),
             failed: Vec::new(),
@@ -151,9 +177,7 @@ impl Root {
             Ok((mut session, ending)) => {
                 timeline.end_ns = session.now();
                 timeline.finished = ending != Ending::Reached;
-                if timeline.finished {
-                    let _ = session.finish();
-                } else {
+                if !timeline.finished {
                     let path = dir.join(snapshot_name(item.timeline));
                     match session.save(&path, Some((parent.file, &parent.snapshot.world))) {
                         Ok((snap, written)) => {
@@ -165,6 +189,24 @@ impl Root {
                         }
                         Err(e) => timeline.error = Some(format!("snapshot: {e}")),
                     }
+                }
+                if !timeline.finished && item.judge && timeline.error.is_none() {
+                    let mut collect = Collect {
+                        observed: &mut observed,
+                        events: Vec::new(),
+                    };
+                    match self.judge_now(&mut session, &mut collect) {
+                        Ok(end_ns) => {
+                            timeline.judged_at_ns = Some(timeline.end_ns);
+                            timeline.end_ns = end_ns;
+                            timeline.finished = true;
+                        }
+                        Err(e) => timeline.error = Some(format!("judging: {e}")),
+                    }
+                    events.extend(collect.events);
+                }
+                if timeline.finished {
+                    let _ = session.finish();
                 }
                 session.runner().state.book.properties()
             }

@@ -16,8 +16,8 @@
 //!    which more than half fail at every later point.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rand_chacha::rand_core::Rng;
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use vmm::world::{Fault, FaultPlan, ScheduledFault, Span};
 
 use super::ddmin::ddmin;
+use super::parallel::in_parallel;
 use super::store::CampaignStore;
 use super::{branch_faults, failures, replay, Root, Timeline, FINISH_LIMIT_NS};
 use crate::moment::format_vtime;
@@ -198,9 +199,13 @@ impl Lineage<'_> {
                 .root
                 .start_branch(&snap, t.branch.unwrap_or(0), &plans[i])?;
             let from = session.now();
-            let ending = self
-                .root
-                .advance(&mut session, from, self.root.horizon_ns, &mut Quiet)?;
+            let mut ending =
+                self.root
+                    .advance(&mut session, from, self.root.horizon_ns, &mut Quiet)?;
+            if i == last && ending == Ending::Reached && self.judged_at().is_some() {
+                self.root.judge_now(&mut session, &mut Quiet)?;
+                ending = Ending::Finished;
+            }
             if i == last || ending != Ending::Reached {
                 return Ok(self.judge(&mut session, ending));
             }
@@ -229,13 +234,22 @@ impl Lineage<'_> {
         }
     }
 
+    /// Where the failing timeline's drivers were ended and it was judged, when the
+    /// campaign judged it after its horizon.
+    fn judged_at(&self) -> Option<u64> {
+        self.timelines.last().and_then(|t| t.judged_at_ns)
+    }
+
     /// The curve's moments: (virtual time, index of the path timeline that runs there;
     /// `None` for a fork point, which is its parent's end).
     fn moments(&self, failure_ns: u64, every_ns: u64) -> Vec<(u64, usize, bool)> {
         let half = every_ns.div_ceil(STEP_NS).max(1) * STEP_NS;
         let last = self.timelines.len() - 1;
+        // A judged timeline's curve ends where its judging began: branches are judged
+        // there too, and the judging itself is the check, not the cause.
         let before_failure = decision_point(failure_ns)
             .saturating_sub(STEP_NS)
+            .min(self.judged_at().unwrap_or(u64::MAX))
             .max(self.timelines[last].from_ns);
         let mut out = Vec::new();
         for (i, t) in self.timelines.iter().enumerate() {
@@ -300,38 +314,6 @@ impl Lineage<'_> {
         }
         Ok(out)
     }
-}
-
-/// Runs `work` on every item on up to `jobs` threads; `done` sees each result as it
-/// comes (on this thread, so it may report). Results in item order.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    jobs: usize,
-    work: impl Fn(&T) -> R + Sync,
-    mut done: impl FnMut(usize, &R),
-) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1).min(items.len()) {
-            let (tx, next, work) = (tx.clone(), &next, &work);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= items.len() || tx.send((i, work(&items[i]))).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
-        for (i, r) in rx {
-            done(i, &r);
-            out[i] = Some(r);
-        }
-        out.into_iter()
-            .map(|r| r.expect("every item ran"))
-            .collect()
-    })
 }
 
 /// The earliest point from which every point fails in more than half its branches.
@@ -546,6 +528,7 @@ pub fn minimize(
         |&(m, id)| -> Result<bool, String> {
             stop()?;
             let at = moments[m].0;
+            let end_ns = lineage.judged_at().unwrap_or(end_ns);
             let span = end_ns.min(root.duration_ns).saturating_sub(at);
             let faults = if span > 0 {
                 branch_faults(root.seed, id, &root.names, span)
@@ -554,6 +537,10 @@ pub fn minimize(
             };
             let mut session = root.start_branch(&snapshots[m], id, &faults)?;
             let mut ending = session.run_to(end_ns, &mut Quiet)?;
+            if ending == Ending::Reached && lineage.judged_at().is_some() {
+                root.judge_now(&mut session, &mut Quiet)?;
+                ending = Ending::Finished;
+            }
             if ending == Ending::Reached && judged_at_end && session.now() >= root.duration_ns {
                 ending = session.run_to(root.duration_ns + FINISH_LIMIT_NS, &mut Quiet)?;
             }

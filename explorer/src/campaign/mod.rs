@@ -18,6 +18,7 @@ pub mod frontier;
 pub mod item;
 pub mod minimize;
 pub mod novelty;
+pub mod parallel;
 pub mod replay;
 pub mod report;
 pub mod state;
@@ -85,6 +86,12 @@ pub struct Timeline {
     pub end_ns: u64,
     /// Played to the end of the run (and judged), not only for a horizon.
     pub finished: bool,
+    /// When the campaign judged this branch early: the moment its horizon ended, where
+    /// its drivers were ended and its `eventually_`/`finally_` commands ran (see
+    /// [`item::WorkItem::judge`]). Its snapshot, the moment children fork from, is
+    /// taken there, before the judging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_at_ns: Option<u64>,
     pub score: f64,
     pub faults: String,
     /// Properties that failed in this timeline.
@@ -184,6 +191,15 @@ impl Observer for Collect<'_> {
     }
 }
 
+/// Whether branch `branch` is judged after its horizon: drawn from the branch seed, so
+/// the same campaign judges the same branches on every host.
+pub fn judge_branch(seed: u64, branch: u64, share: f64) -> bool {
+    use rand_chacha::rand_core::Rng;
+    let mut rng = vmm::seed::stream(branch_seed(seed, branch), "campaign/judge");
+    let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    x < share
+}
+
 /// The swarm plan of branch `branch` for `horizon_ns` from `from_ns`, in world times.
 pub fn branch_faults(seed: u64, branch: u64, names: &[String], horizon_ns: u64) -> FaultPlan {
     FaultPlan::swarm(
@@ -225,13 +241,17 @@ impl Root {
 }
 
 /// Properties that failed in one timeline: any false report of an `always`-style
-/// property, and, once the timeline finished, every verdict that failed.
+/// property, and, once the timeline finished, every verdict that failed, except that a
+/// `sometimes` or `reachable` property is not failed by one timeline that never reached
+/// it: across a campaign it must hold in some timeline ([`report::summarize`]).
 fn failures(properties: &[Property], finished: bool) -> Vec<String> {
+    let unreached_here =
+        |p: &Property| p.kind == "sometimes" || (p.kind == "reachability" && p.failures == 0);
     properties
         .iter()
         .filter(|p| {
             (p.first_failure.is_some() && (p.kind == "always" || p.kind == "detvm"))
-                || (finished && p.status == Status::Failed)
+                || (finished && p.status == Status::Failed && !unreached_here(p))
         })
         .map(|p| p.id.clone())
         .collect()
@@ -252,10 +272,6 @@ struct Coordinator {
 fn pick_stream(seed: u64) -> ChaCha20Rng {
     vmm::seed::stream(seed, "campaign/pick")
 }
-
-/// Test hook: abort the process (as `kill -9` would) once a committed round brings the
-/// campaign to this many branches. Only tests set it.
-const ABORT_AFTER: &str = "DETVM_TEST_ABORT_AFTER_BRANCHES";
 
 /// Runs a round's work items somewhere else (worker processes, hosts) and gives their
 /// results back in the items' order. The items' parents are files in the campaign's
@@ -301,7 +317,6 @@ pub fn explore_with(
             (c, root, Some(scratch))
         }
     };
-    let abort_after: Option<u64> = std::env::var(ABORT_AFTER).ok().and_then(|v| v.parse().ok());
     let mut rng = c.state.pick.resume();
     let stopped = loop {
         let done = c.state.next_branch - 1;
@@ -329,6 +344,7 @@ pub fn explore_with(
                 parent,
                 branch: t,
                 horizon_ns: root.horizon_ns,
+                judge: judge_branch(root.seed, t, opts.weights.judge_share),
             })
             .collect();
         c.state.next_branch += items.len() as u64;
@@ -348,9 +364,6 @@ pub fn explore_with(
             ));
         }
         c.merge(results, opts, observer, &mut store)?;
-        if abort_after.is_some_and(|k| c.state.next_branch > k) {
-            std::process::abort();
-        }
     };
     observer.info(&timing::summary(wall.elapsed().as_secs_f64(), opts.jobs));
     c.state.wall_ms += wall.elapsed().as_millis() as u64;
@@ -491,6 +504,7 @@ impl Coordinator {
             branch: None,
             end_ns: session.now(),
             finished: false,
+            judged_at_ns: None,
             score,
             faults: "no faults".into(),
             failed: failures(&properties, false),
@@ -525,6 +539,39 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Keeps the in-memory copies of frontier moments within `cap` bytes of their own
+    /// pages (the same cap as the files'), dropping the least energetic first; a dropped
+    /// moment is read back from its file when a branch forks from it.
+    fn bound_memory(&mut self, cap: u64) {
+        let bytes = |s: &SessionSnapshot| -> u64 {
+            let pages = s
+                .world
+                .memory
+                .iter()
+                .flatten()
+                .map(|m| m.pages.len() as u64);
+            pages.sum::<u64>() * 4096
+        };
+        let mut total: u64 = self.cache.values().map(bytes).sum();
+        let energy = |t: u64| {
+            let moments = &self.state.frontier.moments;
+            moments
+                .iter()
+                .find(|m| m.timeline == t)
+                .map_or(0.0, |m| m.energy)
+        };
+        let mut order: Vec<(f64, u64)> = self.cache.keys().map(|&t| (energy(t), t)).collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, t) in order {
+            if total <= cap {
+                break;
+            }
+            if let Some(s) = self.cache.remove(&t) {
+                total -= bytes(&s);
+            }
+        }
+    }
+
     /// Merges a round's results in branch order: scores, the frontier, the snapshot
     /// files (kept, deleted, pruned to the cap), and commits the round.
     fn merge(
@@ -545,7 +592,11 @@ impl Coordinator {
                 t.id,
                 t.parent.unwrap_or(0),
                 crate::moment::format_vtime(t.from_ns),
-                if t.finished { "finished" } else { "ran" },
+                match (t.finished, t.judged_at_ns) {
+                    (_, Some(_)) => "ran and was judged",
+                    (true, None) => "finished",
+                    (false, None) => "ran",
+                },
                 crate::moment::format_vtime(t.end_ns),
                 if t.failed.is_empty() {
                     String::new()
@@ -561,7 +612,8 @@ impl Coordinator {
             self.state.virtual_ns += t.end_ns - t.from_ns;
             match &r.snapshot {
                 Some(file) if score > 0.0 => {
-                    self.state.frontier.push(t.id, t.end_ns, score);
+                    let moment = t.judged_at_ns.unwrap_or(t.end_ns);
+                    self.state.frontier.push(t.id, moment, score);
                     self.state.files.add(t.id, file.bytes, t.parent);
                     // A remote executor's result has no in-memory copy: read the file
                     // when a branch forks from it.
@@ -581,6 +633,7 @@ impl Coordinator {
             self.cache.remove(t);
         }
         delete.extend(pruned);
+        self.bound_memory(opts.snapshot_cap);
         let round: Vec<store::RoundTimeline> = results
             .iter()
             .map(|r| store::RoundTimeline {
@@ -607,32 +660,20 @@ fn run_round(
     campaign_dir: &Path,
     jobs: usize,
 ) -> Vec<ItemResult> {
-    let jobs = jobs.max(1);
     let dir = item::snapshot_dir(campaign_dir);
-    let mut results: Vec<Option<ItemResult>> = (0..items.len()).map(|_| None).collect();
-    for (work, out) in items.chunks(jobs).zip(results.chunks_mut(jobs)) {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work
-                .iter()
-                .map(|item| {
-                    let file = files::path_of(campaign_dir, item.parent);
-                    let snapshot = &cache[&item.parent];
-                    let dir = &dir;
-                    scope.spawn(move || {
-                        let parent = item::Parent {
-                            snapshot,
-                            file: &file,
-                        };
-                        root.run_item(item, &parent, dir)
-                    })
-                })
-                .collect();
-            for (slot, h) in out.iter_mut().zip(handles) {
-                *slot = Some(h.join().expect("a branch thread panicked"));
-            }
-        });
-    }
-    results.into_iter().flatten().collect()
+    parallel::in_parallel(
+        items,
+        jobs,
+        |item| {
+            let file = files::path_of(campaign_dir, item.parent);
+            let parent = item::Parent {
+                snapshot: &cache[&item.parent],
+                file: &file,
+            };
+            root.run_item(item, &parent, &dir)
+        },
+        |_, _| {},
+    )
 }
 
 /// Where campaigns keep their files.

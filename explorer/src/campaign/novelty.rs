@@ -27,6 +27,16 @@ pub struct Weights {
     pub service_exit: f64,
     /// A test command ending a way it never ended before.
     pub command_outcome: f64,
+    /// The share of branches judged after their horizon (their drivers ended there,
+    /// `eventually_`/`finally_` commands run, end-of-run verdicts taken), on a
+    /// continuation of the branch past its saved end. Not a score: it decides how
+    /// often properties judged only at a run's end are checked (docs/explore.md).
+    #[serde(default = "judge_every_branch")]
+    pub judge_share: f64,
+}
+
+fn judge_every_branch() -> f64 {
+    1.0
 }
 
 impl Default for Weights {
@@ -38,6 +48,7 @@ impl Default for Weights {
             state_combination: 3.0,
             service_exit: 5.0,
             command_outcome: 3.0,
+            judge_share: judge_every_branch(),
         }
     }
 }

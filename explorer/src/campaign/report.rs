@@ -266,6 +266,7 @@ mod tests {
             branch: parent.map(|_| id),
             end_ns,
             finished: false,
+            judged_at_ns: None,
             score: 0.0,
             faults: String::new(),
             failed: vec!["p".into()],

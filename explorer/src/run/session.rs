@@ -314,6 +314,14 @@ impl Session {
         self.runner.reseed_composer(seed);
     }
 
+    /// Ends the drivers' phase now instead of at the run's duration: running drivers
+    /// drain, faults stop, `eventually_` and `finally_` commands run and the run is
+    /// judged, as at the duration. A campaign judges a branch this way on a fork.
+    pub fn end_drivers_now(&mut self) {
+        let now = self.now();
+        self.runner.end_drivers_at(now);
+    }
+
     /// Services, VM states, properties so far and the trace hash, now.
     pub fn state(&self) -> SessionState {
         let world = &self.world;

@@ -125,6 +125,12 @@ impl Runner {
         self.duration_ns
     }
 
+    /// See [`crate::run::Session::end_drivers_now`]: the run's duration becomes `now`
+    /// (never later than it was), so the hang grace counts from here.
+    pub fn end_drivers_at(&mut self, now: u64) {
+        self.duration_ns = self.duration_ns.min(now);
+    }
+
     /// See [`crate::run::Session::reseed_composer`]; nothing to do before the composer exists.
     pub fn reseed_composer(&mut self, seed: u64) {
         if let Some(c) = &mut self.state.composer {
