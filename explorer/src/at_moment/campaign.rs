@@ -143,8 +143,7 @@ pub(super) fn session_at(
         outer: observer,
     };
     let mut first_seq = 0;
-    for level in first_level..=top {
-        let t = path[level];
+    for (level, &t) in path.iter().enumerate().skip(first_level) {
         let mut s = match (session.take(), parent_end.take()) {
             (Some(s), _) => s,
             (None, Some(end)) => {
