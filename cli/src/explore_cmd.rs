@@ -294,15 +294,22 @@ pub fn summary(r: &CampaignReport) -> String {
     }
     let finished = r.timelines.iter().filter(|t| t.finished).count();
     let failed = r.timelines.iter().filter(|t| !t.failed.is_empty()).count();
+    let judging: Vec<u64> = r
+        .timelines
+        .iter()
+        .filter_map(|t| t.judged_at_ns.map(|j| t.end_ns - j))
+        .collect();
     out.push_str(&format!(
-        "\ncampaign {}: {} — {} timelines ({} branches, {} finished, {} failing); {} of virtual time in {:.1}s wall ({:.2}x); {} coverage keys; snapshots: {} files, {:.1} MiB on disk, {} pruned; stopped: {}\n",
+        "\ncampaign {}: {} — {} timelines ({} branches, {} finished, {} judged early, {} failing); {} of virtual time ({} of it judging) in {:.1}s wall ({:.2}x); {} coverage keys; snapshots: {} files, {:.1} MiB on disk, {} pruned; stopped: {}\n",
         r.campaign,
         if r.failed() { "failed" } else { "passed" },
         r.timelines.len(),
         r.branches,
         finished,
+        judging.len(),
         failed,
         format_vtime(r.virtual_ns),
+        format_vtime(judging.iter().sum()),
         r.wall_ms as f64 / 1000.0,
         r.virtual_to_wall,
         r.coverage_keys,

@@ -73,14 +73,17 @@ enum Command {
     /// queue a campaign there; `--wait` follows it and exits with its code (docs/service.md).
     Push(crate::service_cmd::PushArgs),
     /// The notebook's server plus the upload API that `detvm push` and `detvm ci --server`
-    /// use; runs the campaigns of accepted bundles (docs/service.md).
+    /// use; runs the campaigns of accepted bundles, here or on `detvm worker`s with
+    /// --queue/--objects, and takes up the ones it left unfinished when it starts again
+    /// (docs/service.md).
     Serve(crate::service_cmd::ServeArgs),
     /// The CI gate: run a campaign (here or with --server), compare its findings with a
     /// baseline, write JUnit/JSON/Markdown; exit 0 unless a property failed anew (or
     /// again, without --allow-known); skip when the inputs equal a passing baseline's
     /// (docs/ci.md).
     Ci(crate::ci_cmd::CiArgs),
-    /// Run campaign branches from the work queue of `detvm serve --queue`
+    /// Run campaign branches from the work queue of `detvm serve --queue`, renewing each
+    /// item's lease while it runs; snapshots through --objects or a shared `.detvm`
     /// (docs/scale-out.md).
     Worker(crate::service_cmd::WorkerArgs),
 }

@@ -11,7 +11,8 @@ use clap::Args;
 use detvm_service::bundle::pack::{self, PackInput};
 use detvm_service::bundle::{CampaignSettings, Limits};
 use detvm_service::client::Client;
-use detvm_service::server::{self, jobs::Jobs, Service};
+use detvm_service::server::jobs::{Jobs, ScaleOut};
+use detvm_service::server::{self, Service};
 use vmm::backend::BackendKind;
 
 use crate::exit;
@@ -186,6 +187,11 @@ pub struct ServeArgs {
     /// (`postgres://user@host/db`) instead of this host's threads (docs/scale-out.md).
     #[arg(long, env = "DETVM_QUEUE")]
     pub queue: Option<String>,
+    /// Hand snapshots to workers through this object store (`s3://bucket/prefix`,
+    /// configured by the `AWS_*` variables, or `file:///shared/path`) instead of a
+    /// `.detvm` folder shared with them. Needs --queue.
+    #[arg(long, env = "DETVM_OBJECTS", requires = "queue")]
+    pub objects: Option<String>,
     /// Largest bundle accepted, compressed, e.g. `4GiB`.
     #[arg(long, value_parser = explorer::compose::parse_memory)]
     pub max_upload: Option<u64>,
@@ -209,7 +215,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let jobs = Jobs::start(&home, args.backend, threads, args.queue.clone());
+    let scale = args.queue.clone().map(|queue| ScaleOut {
+        queue,
+        objects: args.objects.clone(),
+    });
+    let jobs = Jobs::start(&home, args.backend, threads, scale);
     let service = Service {
         home,
         limits,
@@ -245,13 +255,20 @@ pub struct WorkerArgs {
     /// The PostgreSQL work queue of `detvm serve --queue`.
     #[arg(long, env = "DETVM_QUEUE")]
     pub queue: String,
-    /// How long an item is this worker's; past it, another worker may take it again.
-    #[arg(long, default_value = "10m", value_parser = explorer::compose::parse_duration)]
+    /// How long an item stays this worker's without news from it: the worker renews
+    /// the lease every third of it while it runs the item, so only a worker that died
+    /// or lost the database loses its item to another (whole seconds, at least 1 s).
+    #[arg(long, default_value = "60s", value_parser = explorer::compose::parse_duration)]
     pub lease: Duration,
+    /// The object store of `detvm serve --objects`: campaign inputs and parent snapshots
+    /// are fetched from it into this host's `.detvm`, branch snapshots uploaded to it.
+    #[arg(long, env = "DETVM_OBJECTS")]
+    pub objects: Option<String>,
 }
 
-/// `detvm worker`: runs campaign branches from the work queue until Ctrl-C. The
-/// campaign folders must be this host's `.detvm` too (a shared folder; docs/scale-out.md).
+/// `detvm worker`: runs campaign branches from the work queue until Ctrl-C. Snapshots
+/// come through `--objects`, or from campaign folders shared with the server
+/// (docs/scale-out.md).
 pub fn worker(args: WorkerArgs) -> ExitCode {
     let home = crate::run_cmd::home();
     let name = format!(
@@ -261,14 +278,14 @@ pub fn worker(args: WorkerArgs) -> ExitCode {
     );
     let flag = crate::run_cmd::interrupt_flag();
     eprintln!("detvm worker {name}: taking items from the queue (Ctrl-C stops)");
-    match detvm_service::scale::executor::serve_items(
-        &args.queue,
-        &home,
-        &name,
-        args.lease,
-        &flag,
-        |line| eprintln!("{line}"),
-    ) {
+    let setup = detvm_service::scale::executor::WorkerSetup {
+        queue: &args.queue,
+        home: &home,
+        name: &name,
+        lease: args.lease,
+        objects: args.objects.as_deref(),
+    };
+    match detvm_service::scale::executor::serve_items(&setup, &flag, |line| eprintln!("{line}")) {
         Ok(n) => {
             eprintln!("detvm worker {name}: {n} items done");
             ExitCode::SUCCESS

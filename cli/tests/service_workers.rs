@@ -1,19 +1,30 @@
-//! A campaign of a real system over the work queue: `detvm serve --queue` on a real
-//! PostgreSQL (started here on loopback) and two `detvm worker` processes sharing the
-//! server's `.detvm`. One worker is killed with SIGKILL mid-campaign; the campaign
-//! completes, and its tree is the one `detvm explore` grows on one host.
+//! Campaigns of a real system over the work queue (pgmq on a real PostgreSQL, started
+//! here on loopback) with `detvm worker` processes, against the tree `detvm explore`
+//! grows on one host for the same seed and branch budget:
+//!
+//! 1. workers sharing the server's `.detvm`; one is killed with SIGKILL while it holds
+//!    an item (its 10 s lease, renewed while a worker lives, lapses; another worker
+//!    redoes the item);
+//! 2. workers with their own `.detvm`, snapshots through moto's S3 server
+//!    (`--objects s3://…`); the server is killed with SIGKILL mid-campaign and started
+//!    again, and takes the campaign up from its last committed round.
+//!
+//! Both give the one-host tree and findings, with one result per branch.
 
 mod common;
 
 #[path = "../../service/tests/support/mod.rs"]
 mod support;
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cli::{detvm, example_home, read_json, run_detvm, text};
 use common::server::Server;
 use detvm_service::client::Client;
+use serde_json::Value;
 
 const CAMPAIGN: [&str; 10] = [
     "--var",
@@ -28,9 +39,13 @@ const CAMPAIGN: [&str; 10] = [
     "8",
 ];
 
-fn worker(home: &std::path::Path, queue: &str) -> Child {
+const OBJECTS: &str = "s3://detvm/campaigns";
+
+fn worker(home: &Path, queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(detvm())
-        .args(["worker", "--queue", queue, "--lease", "60s"])
+        .args(["worker", "--queue", queue, "--lease", "10s"])
+        .args(extra)
+        .envs(env.iter().copied())
         .env("DETVM_HOME", home)
         .current_dir(support::repo_root())
         .stdout(Stdio::null())
@@ -39,21 +54,8 @@ fn worker(home: &std::path::Path, queue: &str) -> Child {
         .unwrap()
 }
 
-#[test]
-fn workers_give_the_one_host_tree_and_survive_a_killed_worker() {
-    let home = example_home("workers-home", "examples/kv/build-images.sh");
-    let tmp = tempfile::tempdir().unwrap();
-    let here = tmp.path().join("here.json");
-    let mut args = vec!["explore", "examples/kv/docker-compose.yaml"];
-    args.extend_from_slice(&CAMPAIGN);
-    args.extend_from_slice(&["--jobs", "2", "--json", here.to_str().unwrap()]);
-    let out = run_detvm(&home, &args);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let one_host = read_json(&here)["timelines"].clone();
-
-    let pg = support::postgres();
-    let server = Server::start(&home, &["--queue", &pg.url]);
-    let mut workers = vec![worker(&home, &pg.url), worker(&home, &pg.url)];
+/// `detvm push --wait` of the campaign; returns the process and its job id.
+fn push(home: &Path, server: &Server) -> (Child, String) {
     let mut push = Command::new(detvm())
         .args([
             "push",
@@ -63,28 +65,120 @@ fn workers_give_the_one_host_tree_and_survive_a_killed_worker() {
         ])
         .args(CAMPAIGN)
         .arg("--wait")
-        .env("DETVM_HOME", &home)
+        .env("DETVM_HOME", home)
         .current_dir(support::repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill one worker while it holds an item, once the campaign's first results are in.
+    let mut lines = BufReader::new(push.stdout.take().unwrap()).lines();
+    let job = lines
+        .find_map(|l| {
+            l.unwrap()
+                .strip_prefix("job ")
+                .and_then(|r| r.split(':').next())
+                .map(String::from)
+        })
+        .expect("push printed its job");
+    std::thread::spawn(move || for _ in lines {});
+    (push, job)
+}
+
+fn count(q: &mut postgres::Client, sql: &str, arg: &str) -> i64 {
+    q.query_one(sql, &[&arg]).map(|r| r.get(0)).unwrap_or(0)
+}
+
+fn kill9(pid: u32) {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// What the two campaigns must agree on: the tree, and each property's verdict and
+/// counts (their failing moments name the campaign, which differs).
+fn findings(report: &Value) -> Vec<Value> {
+    report["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::json!([p["id"], p["status"], p["passing"], p["failing"]]))
+        .collect()
+}
+
+/// The job's campaign, once it has one.
+fn campaign_of(server: &Server, job: &str) -> String {
+    let client = Client::new(&server.url, None);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(c) = client.job(job).ok().and_then(|j| j.campaign) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "job {job} never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One result per branch and nothing left queued, for `campaign`.
+fn assert_one_result_per_branch(q: &mut postgres::Client, campaign: &str) {
+    let rows: Vec<i64> = q
+        .query(
+            "SELECT timeline FROM detvm_results WHERE campaign = $1 ORDER BY timeline",
+            &[&campaign],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, (1..=8).collect::<Vec<i64>>(), "none lost or doubled");
+    let left = count(
+        q,
+        "SELECT count(*) FROM pgmq.q_detvm_items WHERE message->>'campaign' = $1",
+        campaign,
+    );
+    assert_eq!(left, 0, "no item left in the queue");
+}
+
+#[test]
+fn workers_give_the_one_host_tree_through_a_killed_worker_and_a_killed_server() {
+    let home = example_home("workers-home", "examples/kv/build-images.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let here = tmp.path().join("here.json");
+    let mut args = vec!["explore", "examples/kv/docker-compose.yaml"];
+    args.extend_from_slice(&CAMPAIGN);
+    args.extend_from_slice(&["--jobs", "2", "--json", here.to_str().unwrap()]);
+    let out = run_detvm(&home, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let one_host = read_json(&here);
+
+    let pg = support::postgres();
     let mut q = postgres::Client::connect(&pg.url, postgres::NoTls).unwrap();
+
+    // 1. A worker killed while it holds an item; the folder is shared.
+    let server = Server::start(&home, &["--queue", &pg.url]);
+    let mut workers = vec![
+        worker(&home, &pg.url, &[], &[]),
+        worker(&home, &pg.url, &[], &[]),
+    ];
+    let (mut pushed, job) = push(&home, &server);
+    let campaign = campaign_of(&server, &job);
     let mut victim = workers.remove(0);
     let holder = format!("%-{}", victim.id());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let done: i64 = q
-            .query_one("SELECT count(*) FROM detvm_results", &[])
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        let holds: i64 = q
+        let done = count(
+            &mut q,
+            "SELECT count(*) FROM detvm_results WHERE campaign = $1",
+            &campaign,
+        );
+        // The victim holds an item: the last to read it, and its message not yet visible.
+        let holds = q
             .query_one(
-                "SELECT count(*) FROM detvm_items WHERE worker LIKE $1 AND leased_until > now()",
+                "SELECT count(*) FROM detvm_item_keys k JOIN pgmq.q_detvm_items m
+                 ON m.msg_id = k.msg_id WHERE k.worker LIKE $1 AND m.vt > now()",
                 &[&holder],
             )
-            .map(|r| r.get(0))
+            .map(|r| r.get::<_, i64>(0))
             .unwrap_or(0);
         if done >= 2 && holds > 0 {
             break;
@@ -92,48 +186,92 @@ fn workers_give_the_one_host_tree_and_survive_a_killed_worker() {
         assert!(Instant::now() < deadline, "the victim never held an item");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill")
-        .args(["-9", &victim.id().to_string()])
-        .status()
-        .unwrap();
+    kill9(victim.id());
     victim.wait().unwrap();
-    let status = push.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(push.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(1), "the planted bug fails: {stdout}");
+    let status = pushed.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the planted bug fails");
     for mut w in workers {
         let _ = w.kill();
         let _ = w.wait();
     }
-
-    let job = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("job ").and_then(|r| r.split(':').next()))
-        .expect(&stdout)
-        .to_string();
     let report = Client::new(&server.url, None)
         .job(&job)
         .unwrap()
         .report
         .expect("the job's report");
     assert_eq!(
-        report["timelines"], one_host,
+        report["timelines"], one_host["timelines"],
         "the tree over workers is the one-host tree"
     );
-    let rows: Vec<(String, i64)> = q
-        .query("SELECT campaign, timeline FROM detvm_results", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(
-        rows.len(),
-        8,
-        "one result per branch, none lost or doubled: {rows:?}"
+    assert_eq!(findings(&report), findings(&one_host));
+    assert_one_result_per_branch(&mut q, &campaign);
+    let redone = count(
+        &mut q,
+        "SELECT count(*) FROM detvm_results WHERE campaign = $1 AND reads > 1",
+        &campaign,
     );
-    let left: i64 = q
-        .query_one("SELECT count(*) FROM detvm_items", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
+    assert!(redone >= 1, "the victim's item was read again and done");
+    drop(server);
+
+    // 2. The server killed mid-campaign; workers with their own `.detvm` and S3.
+    let s3 = support::s3();
+    let aws = [
+        ("AWS_ENDPOINT", s3.url.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    // The workers' home: no campaign folders, the same (content-addressed) images.
+    let worker_home = tmp.path().join("worker-home");
+    std::fs::create_dir_all(&worker_home).unwrap();
+    std::os::unix::fs::symlink(home.join("images"), worker_home.join("images")).unwrap();
+    let scale = ["--queue", pg.url.as_str(), "--objects", OBJECTS];
+    let server = Server::start_with(&home, &scale, &aws);
+    let objects = ["--objects", OBJECTS];
+    let workers = [
+        worker(&worker_home, &pg.url, &objects, &aws),
+        worker(&worker_home, &pg.url, &objects, &aws),
+    ];
+    let (mut pushed, job) = push(&home, &server);
+    let campaign = campaign_of(&server, &job);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count(
+        &mut q,
+        "SELECT count(*) FROM detvm_results WHERE campaign = $1",
+        &campaign,
+    ) < 5
+    {
+        assert!(Instant::now() < deadline, "the workers did not get going");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill9(server.pid());
+    drop(server);
+    let _ = pushed.wait();
+    let server = Server::start_with(&home, &scale, &aws);
+    let done = Client::new(&server.url, None)
+        .wait(&job, |_| {})
+        .expect("the restarted server finished the job");
+    assert_eq!(done.exit_code, Some(1), "{:?}", done.error);
+    assert_eq!(done.campaign.as_deref(), Some(campaign.as_str()));
+    let report = done.report.expect("the job's report");
+    assert_eq!(
+        report["timelines"], one_host["timelines"],
+        "the tree after the server's restart is the one-host tree"
+    );
+    assert_eq!(findings(&report), findings(&one_host));
+    assert_one_result_per_branch(&mut q, &campaign);
+    assert!(
+        done.log.iter().any(|l| l.contains("resuming after")),
+        "the campaign resumed from a committed round: {:#?}",
+        done.log
+    );
+    // The workers read the campaign's inputs and snapshots from S3, not the server's folder.
+    let fetched = worker_home.join("campaigns").join(&campaign);
+    assert!(fetched.join("inputs.json").is_file());
+    assert!(fetched.join("snapshots/T0.dsnap").is_file());
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::moment::Moment;
 use crate::properties::{Property, Status};
-use crate::run::CommandTally;
+use crate::run::runner::commands::CommandTally;
 use crate::store::RunStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
-//! The scale-out work queue on a real PostgreSQL and snapshot objects on a real S3
-//! server (moto), both started here on loopback: workers sharing a campaign give the
+//! The scale-out work queue (pgmq) on a real PostgreSQL and snapshot objects on a real
+//! S3 server (moto), both started here on loopback: workers sharing a campaign give the
 //! same tree as one; a worker killed with SIGKILL mid-item loses nothing (its lease
-//! expires, the item is redone) and duplicates nothing.
+//! lapses, the item is redone) and duplicates nothing; a live worker's lease is renewed
+//! past its length, so a slow item is not redone.
 
 mod support;
 
@@ -28,16 +29,16 @@ fn load(url: &str, campaign: &str, items: i64, workers: usize) -> Load {
 
 /// timeline → (result, parent) of a campaign.
 fn tree(url: &str, campaign: &str) -> BTreeMap<i64, (String, serde_json::Value)> {
-    let mut q = Queue::connect(url, "reader").unwrap();
+    let q = Queue::connect(url, "reader").unwrap();
     q.results(campaign)
         .unwrap()
         .into_iter()
-        .map(|(t, body, _)| {
+        .map(|d| {
             (
-                t,
+                d.timeline,
                 (
-                    body["result"].as_str().unwrap().to_string(),
-                    body["parent"].clone(),
+                    d.body["result"].as_str().unwrap().to_string(),
+                    d.body["parent"].clone(),
                 ),
             )
         })
@@ -57,12 +58,12 @@ fn workers_sharing_a_campaign_give_the_same_tree_as_one() {
     assert_eq!(a.len(), 40);
     assert_eq!(a, b);
     assert!(a.iter().all(|(t, (r, _))| *r == result_of(*t)));
-    let mut q = Queue::connect(&pg.url, "reader").unwrap();
+    let q = Queue::connect(&pg.url, "reader").unwrap();
     let workers: std::collections::BTreeSet<String> = q
         .results("three")
         .unwrap()
         .into_iter()
-        .map(|(_, _, w)| w)
+        .map(|d| d.worker)
         .collect();
     assert!(workers.len() > 1, "the work was shared: {workers:?}");
 }
@@ -70,21 +71,22 @@ fn workers_sharing_a_campaign_give_the_same_tree_as_one() {
 #[test]
 fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
     let pg = support::postgres();
-    let mut a = Queue::connect(&pg.url, "a").unwrap();
-    let mut b = Queue::connect(&pg.url, "b").unwrap();
+    let a = Queue::connect(&pg.url, "a").unwrap();
+    let b = Queue::connect(&pg.url, "b").unwrap();
     let root = Item {
         campaign: "c".into(),
         timeline: 0,
         body: json!({}),
     };
     a.enqueue(&[root.clone(), root.clone()]).unwrap();
-    let lease = Duration::from_millis(300);
+    let lease = Duration::from_secs(1);
     let first = a.take(lease).unwrap().expect("the item");
     assert!(
         b.take(lease).unwrap().is_none(),
         "leased items are not handed out twice"
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // No renewal: the lease lapses and the item is handed out again.
+    std::thread::sleep(Duration::from_millis(1300));
     let again = b.take(lease).unwrap().expect("the lease expired");
     assert_eq!(again.leases, 2);
     let child = Item {
@@ -100,10 +102,51 @@ fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
         .complete(&first, &json!({"by": "a"}), std::slice::from_ref(&child))
         .unwrap());
     a.enqueue(&[root]).unwrap(); // a late re-queue of a done item is ignored
+    assert!(
+        !a.renew(&first, lease).unwrap(),
+        "a lapsed lease that another worker took over is not renewed"
+    );
     let results = a.results("c").unwrap();
     assert_eq!(results.len(), 1);
-    assert_eq!(results[0].1["by"], "b");
+    assert_eq!(results[0].body["by"], "b");
+    assert_eq!(results[0].reads, 2);
     assert_eq!(a.pending("c").unwrap(), 1, "only the child is left");
+    let only = b.take(lease).unwrap().expect("the child");
+    assert_eq!((only.item.timeline, only.leases), (1, 1));
+    assert!(
+        b.take(lease).unwrap().is_none(),
+        "the child was queued once"
+    );
+}
+
+#[test]
+fn a_live_workers_lease_is_renewed_past_its_length() {
+    let pg = support::postgres();
+    let a = Queue::connect(&pg.url, "slow").unwrap();
+    let b = Queue::connect(&pg.url, "eager").unwrap();
+    a.enqueue(&[Item {
+        campaign: "slow".into(),
+        timeline: 0,
+        body: json!({}),
+    }])
+    .unwrap();
+    // A 1 s lease, an item that runs 3.5 s: renewals keep it from the other worker.
+    let lease = Duration::from_secs(1);
+    let held = a.take(lease).unwrap().expect("the item");
+    let renewing = a.keep_alive(&held, lease);
+    let end = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < end {
+        assert!(
+            b.take(lease).unwrap().is_none(),
+            "the item was handed out again while its worker lived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.complete(&held, &json!({"by": "slow"}), &[]).unwrap());
+    drop(renewing);
+    let results = b.results("slow").unwrap();
+    assert_eq!((results.len(), results[0].reads), (1, 1));
+    assert_eq!(b.pending("slow").unwrap(), 0);
 }
 
 #[test]
@@ -118,7 +161,7 @@ fn a_worker_killed_mid_item_loses_and_duplicates_nothing() {
         .success());
     // A slow worker (1 s per item, 2 s leases), killed once it holds an item.
     let mut victim = run(&["work", &pg.url, "k", items, "2", "1000", "2000"]);
-    let mut q = Queue::connect(&pg.url, "watch").unwrap();
+    let q = Queue::connect(&pg.url, "watch").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let results = q.results("k").unwrap().len();
@@ -149,7 +192,7 @@ fn a_worker_killed_mid_item_loses_and_duplicates_nothing() {
         .results("k")
         .unwrap()
         .into_iter()
-        .filter(|(_, body, _)| body["leases"].as_i64().unwrap() > 1)
+        .filter(|d| d.reads > 1)
         .count();
     assert!(redone >= 1, "the victim's leased items were taken again");
 }

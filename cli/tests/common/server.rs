@@ -13,9 +13,15 @@ impl Server {
     /// `detvm serve --listen 127.0.0.1:0 ARGS` with `home` as `DETVM_HOME`; returns once
     /// it printed the address it listens on.
     pub fn start(home: &Path, args: &[&str]) -> Server {
+        Server::start_with(home, args, &[])
+    }
+
+    /// [`Server::start`] with these environment variables too.
+    pub fn start_with(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(super::cli::detvm())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("DETVM_HOME", home)
             .current_dir(super::engine::repo_root())
             .stderr(Stdio::piped())

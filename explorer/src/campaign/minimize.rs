@@ -484,6 +484,10 @@ pub fn minimize(
     let mut plain_opts = inputs.options(&opts.home);
     plain_opts.no_faults = false;
     plain_opts.faults = Some(faults_file.clone());
+    if let Some(judged) = lineage.judged_at() {
+        // The timeline was judged where its horizon ended: so is the plain run.
+        plain_opts.duration = Some(std::time::Duration::from_nanos(judged));
+    }
     observer.info(&format!(
         "{name}: running the {} fault(s) as a plain run",
         minimal.len()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vmm::backend::BackendKind;
 
+pub use super::fingerprint::{sha256_of, Fingerprint};
 use super::{RunError, RunOptions};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,24 +24,7 @@ pub struct RunInputs {
     pub fingerprint: Fingerprint,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub compose_sha256: String,
-    /// The fault plan as run, JSON.
-    pub plan: String,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    /// Each service's rootfs image file (content-addressed in the image store).
-    pub images: Vec<PathBuf>,
-}
-
 const FILE: &str = "inputs.json";
-
-pub fn sha256_of(path: &Path) -> Result<String, RunError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| RunError::Input(format!("{}: cannot read: {e}", path.display())))?;
-    Ok(detvm_images::digest::of_bytes(&bytes))
-}
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -124,27 +108,5 @@ impl RunInputs {
             .same_as(&self.fingerprint)
             .map_err(|e| RunError::Input(format!("{what}: {e}")))?;
         Ok((opts, prepared))
-    }
-}
-
-impl Fingerprint {
-    /// The first difference from `then` (the run's), as the error a replay stops with.
-    pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {
-        let what = if self.compose_sha256 != then.compose_sha256 {
-            "the compose file"
-        } else if self.plan != then.plan {
-            "the fault plan"
-        } else if self.kernel != then.kernel {
-            "the guest kernel build"
-        } else if self.initrd != then.initrd {
-            "the guest agent build"
-        } else if self.images != then.images {
-            "a service's image"
-        } else {
-            return Ok(());
-        };
-        Err(format!(
-            "{what} changed since the run; a replay needs the run's exact inputs"
-        ))
     }
 }

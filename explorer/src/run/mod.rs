@@ -5,11 +5,12 @@
 
 pub mod actions;
 pub mod check;
+mod fingerprint;
 pub mod inputs;
 mod journal;
 pub mod prepare;
 pub mod replay;
-mod runner;
+pub(crate) mod runner;
 pub mod services;
 mod session;
 pub mod setup;

@@ -9,7 +9,7 @@ use detvm_protocol::spec::ImageRun;
 use vmm::backend::BackendKind;
 use vmm::world::{FaultPlan, Span};
 
-use super::inputs::{self, Fingerprint};
+use super::fingerprint::{sha256_of, Fingerprint};
 use super::{setup, RunError, RunOptions};
 use crate::compose::{self, Compose, FaultMode};
 use crate::observer::Observer;
@@ -140,7 +140,7 @@ impl Prepared {
     /// What the world is built from, to refuse replays of changed inputs.
     pub fn fingerprint(&self) -> Result<Fingerprint, RunError> {
         Ok(Fingerprint {
-            compose_sha256: inputs::sha256_of(&self.compose.path)?,
+            compose_sha256: sha256_of(&self.compose.path)?,
             plan: serde_json::to_string(&self.plan).expect("plans serialize"),
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),

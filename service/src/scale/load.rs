@@ -36,7 +36,7 @@ pub fn result_of(timeline: i64) -> String {
 
 /// Queues the tree's root item.
 pub fn seed(load: &Load) -> Result<(), QueueError> {
-    let mut q = Queue::connect(&load.queue, "seed")?;
+    let q = Queue::connect(&load.queue, "seed")?;
     q.enqueue(&[Item {
         campaign: load.campaign.clone(),
         timeline: 0,
@@ -65,7 +65,7 @@ pub fn work(load: &Load, name: &str) -> Result<(u64, Duration), QueueError> {
 }
 
 fn worker(load: &Load, who: &str, done: &AtomicU64) -> Result<(), QueueError> {
-    let mut q = Queue::connect(&load.queue, who)?;
+    let q = Queue::connect(&load.queue, who)?;
     let objects = match &load.objects {
         Some((url, key)) => Some((
             Objects::open(url).map_err(|e| QueueError::from_message(&e.to_string()))?,
@@ -83,6 +83,7 @@ fn worker(load: &Load, who: &str, done: &AtomicU64) -> Result<(), QueueError> {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
+        let _renewing = q.keep_alive(&leased, load.lease);
         if let Some((o, key)) = &objects {
             o.get_file(key, &scratch.path().join("parent.dsnap"))
                 .map_err(|e| QueueError::from_message(&e.to_string()))?;

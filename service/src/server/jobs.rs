@@ -1,6 +1,8 @@
 //! Campaign jobs of `detvm serve`: each accepted bundle becomes a job, kept as
 //! `service/jobs/<job>/job.json` under the server's `.detvm`, and run one at a time by
-//! a worker thread with `explorer::campaign::explore`.
+//! a worker thread with `explorer::campaign::explore`. A job the server left unfinished
+//! (stopped, or killed) is taken up again when it starts: its campaign resumes from its
+//! last committed round, or starts over when it never committed one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,10 +52,17 @@ pub struct Job {
     pub report: Option<serde_json::Value>,
 }
 
+/// Where campaigns run their rounds when not on this host's threads: the work queue
+/// (`--queue`) and, when snapshots do not share a folder, the object store (`--objects`).
+#[derive(Debug, Clone)]
+pub struct ScaleOut {
+    pub queue: String,
+    pub objects: Option<String>,
+}
+
 pub struct Jobs {
     home: PathBuf,
-    /// The work queue campaigns run their rounds on, if any (`--queue`).
-    queue_url: Option<String>,
+    scale: Option<ScaleOut>,
     backend: BackendKind,
     threads: usize,
     jobs: Mutex<BTreeMap<String, Job>>,
@@ -67,15 +76,16 @@ pub fn jobs_dir(home: &Path) -> PathBuf {
 }
 
 impl Jobs {
-    /// Reads the jobs of earlier runs of the server (an unfinished one is marked
-    /// interrupted) and starts the worker thread.
+    /// Reads the jobs of earlier runs of the server and starts the worker thread, which
+    /// first takes up again the jobs those runs left unfinished (oldest first).
     pub fn start(
         home: &Path,
         backend: BackendKind,
         threads: usize,
-        queue_url: Option<String>,
+        scale: Option<ScaleOut>,
     ) -> Arc<Jobs> {
         let mut known = BTreeMap::new();
+        let mut unfinished = Vec::new();
         if let Ok(dir) = std::fs::read_dir(jobs_dir(home)) {
             for e in dir.flatten() {
                 let Ok(text) = std::fs::read_to_string(e.path().join("job.json")) else {
@@ -84,15 +94,17 @@ impl Jobs {
                 let Ok(mut job) = serde_json::from_str::<Job>(&text) else {
                     continue;
                 };
-                if !job.status.done() {
-                    job.status = JobStatus::Interrupted;
+                if !job.status.done() || job.status == JobStatus::Interrupted {
+                    job.status = JobStatus::Queued;
+                    job.log.push("the server restarted: taken up again".into());
+                    unfinished.push(job.id.clone());
                 }
                 known.insert(job.id.clone(), job);
             }
         }
         let jobs = Arc::new(Jobs {
             home: home.to_path_buf(),
-            queue_url,
+            scale,
             backend,
             threads: threads.max(1),
             jobs: Mutex::new(known),
@@ -101,6 +113,10 @@ impl Jobs {
             stop: AtomicBool::new(false),
         });
         let (tx, rx) = channel::<String>();
+        unfinished.sort();
+        for id in unfinished {
+            let _ = tx.send(id);
+        }
         *jobs.queue.lock().expect("queue lock") = Some(tx);
         let worker = Arc::clone(&jobs);
         std::thread::Builder::new()
@@ -208,6 +224,13 @@ impl Jobs {
         }
     }
 
+    /// The campaign an unfinished job can resume: one it started that committed a round.
+    fn resumable(&self, id: &str) -> Option<String> {
+        let campaign = self.get(id)?.campaign?;
+        let store = campaign::store::CampaignStore::open(&self.home).ok()?;
+        store.state(&campaign).ok()?.map(|_| campaign)
+    }
+
     fn run(&self, id: &str) {
         let dir = jobs_dir(&self.home).join(id);
         let manifest = std::fs::read(dir.join("manifest.json"))
@@ -221,17 +244,26 @@ impl Jobs {
             });
             return;
         };
-        self.update(id, |j| j.status = JobStatus::Running);
-        let opts = self.options(&dir, &manifest);
+        let mut opts = self.options(&dir, &manifest);
+        opts.resume = self.resumable(id);
+        self.update(id, |j| {
+            j.status = JobStatus::Running;
+            if opts.resume.is_none() {
+                // Starting over: the campaign id comes from the new campaign's first note.
+                j.campaign = None;
+            }
+        });
         let mut log = JobLog { jobs: self, id };
-        let result = match &self.queue_url {
+        let result = match &self.scale {
             None => campaign::explore(&opts, &mut log, &self.stop),
-            Some(url) => match crate::scale::executor::QueueExecutor::connect(url) {
-                Ok(mut exec) => {
-                    campaign::explore_with(&opts, &mut log, &self.stop, Some(&mut exec))
-                }
-                Err(e) => Err(RunError::Infrastructure(e.to_string())),
-            },
+            Some(scale) => crate::scale::executor::QueueExecutor::connect(
+                &scale.queue,
+                scale.objects.as_deref(),
+                &self.home,
+            )
+            .and_then(|mut exec| {
+                campaign::explore_with(&opts, &mut log, &self.stop, Some(&mut exec))
+            }),
         };
         self.update(id, |j| match result {
             Ok(report) => {

@@ -15,7 +15,7 @@ use crate::properties::{parse_sdk_line, PropertyBook, SdkLine};
 use crate::store::StoredEvent;
 use crate::test_composer::{Composer, Kind, Next, TestCommand, TEST_DIR};
 
-mod commands;
+pub(crate) mod commands;
 mod state;
 pub use commands::{CommandTally, Outcome};
 pub use state::{RunnerState, SavedRunner};

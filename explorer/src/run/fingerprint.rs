@@ -1,0 +1,78 @@
+//! What a run's world is built from (the compose file's digest, the fault plan, the
+//! kernel, the agent, the images), to refuse replays whose inputs changed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::RunError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub compose_sha256: String,
+    /// The fault plan as run, JSON.
+    pub plan: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Each service's rootfs image file (content-addressed in the image store).
+    pub images: Vec<PathBuf>,
+}
+
+pub fn sha256_of(path: &Path) -> Result<String, RunError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| RunError::Input(format!("{}: cannot read: {e}", path.display())))?;
+    Ok(detvm_images::digest::of_bytes(&bytes))
+}
+
+/// Image files are content-addressed (named by their digest): their names say what
+/// they hold wherever the image store is (another host's `.detvm` for a worker).
+fn image_names(images: &[PathBuf]) -> Vec<Option<&std::ffi::OsStr>> {
+    images.iter().map(|p| p.file_name()).collect()
+}
+
+impl Fingerprint {
+    /// The first difference from `then` (the run's), as the error a replay stops with.
+    pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {
+        let what = if self.compose_sha256 != then.compose_sha256 {
+            "the compose file"
+        } else if self.plan != then.plan {
+            "the fault plan"
+        } else if self.kernel != then.kernel {
+            "the guest kernel build"
+        } else if self.initrd != then.initrd {
+            "the guest agent build"
+        } else if image_names(&self.images) != image_names(&then.images) {
+            "a service's image"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "{what} changed since the run; a replay needs the run's exact inputs"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_images(images: &[&str]) -> Fingerprint {
+        Fingerprint {
+            compose_sha256: "sha256:c".into(),
+            plan: "{}".into(),
+            kernel: "/cache/kernel/k1/vmlinux".into(),
+            initrd: "/cache/agent/a1/initramfs.cpio".into(),
+            images: images.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn images_are_compared_by_their_content_addressed_names() {
+        let server = with_images(&["/srv/.detvm/images/rootfs/aa.sqfs"]);
+        let worker = with_images(&["/home/w/.detvm/images/rootfs/aa.sqfs"]);
+        assert_eq!(worker.same_as(&server), Ok(()));
+        let other = with_images(&["/srv/.detvm/images/rootfs/bb.sqfs"]);
+        let err = other.same_as(&server).unwrap_err();
+        assert!(err.starts_with("a service's image changed"), "{err}");
+    }
+}
