@@ -251,11 +251,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         from_start: args.from_start,
     };
     let mut terminal = Terminal::new("detvm replay", None);
-    let summary = if opts.moment.run.contains('/') {
-        explorer::campaign::replay::replay(&opts.home, &opts.moment, &mut terminal)
-    } else {
-        run::replay::replay(&opts, &mut terminal)
-    };
+    let summary = run::replay::replay(&opts, &mut terminal);
     terminal.done();
     let summary = match summary {
         Ok(s) => s,

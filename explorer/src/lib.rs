@@ -3,6 +3,7 @@
 //! prints: callers pass an [`observer::Observer`] and get values back. The `detvm` CLI
 //! (crate `cli/`) and the notebook are built on it (docs/architecture.md).
 
+pub mod at_moment;
 pub mod campaign;
 pub mod compose;
 pub mod moment;

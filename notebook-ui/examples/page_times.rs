@@ -207,7 +207,7 @@ fn moment_cache(home: &Path, run: &str) {
     time_one(&db, run, "19.99s", "cold (fresh server)");
     let start = Instant::now();
     let mut quiet = notebook_ui::engine::Progress::new(Default::default(), false);
-    db.moments.warm(home, run, &mut quiet).unwrap();
+    explorer::at_moment::warm(home, run, &db.moments, &mut quiet).unwrap();
     let (kept, bytes) = db.moments.size();
     println!(
         "| warming the whole run (opening its page) | | | {:.2} s | {kept} kept, {} MiB |",

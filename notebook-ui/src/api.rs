@@ -81,11 +81,7 @@ pub fn triage_value(
             serde_json::to_value(timeline).expect("timelines serialize")
         }
     };
-    let cells = if tl.is_campaign() {
-        Vec::new()
-    } else {
-        cells::list(conn, &tl.run)?
-    };
+    let cells = cells::list(conn, tl.notebook())?;
     Ok(json!({
         "timeline": tl.id,
         "run": tl.run,
@@ -260,10 +256,10 @@ fn run_of(
     run: &str,
 ) -> Result<(), AppError> {
     let tl = timeline::resolve(conn, store, run)?;
-    if !tl.is_run() {
+    if !tl.has_notebook() {
         return Err(AppError::bad_request(format!(
-            "{run} is a branch; notebooks belong to runs ({})",
-            tl.run
+            "{run} is a branch; notebooks belong to runs and campaign timelines ({})",
+            tl.notebook()
         )));
     }
     Ok(())
@@ -371,7 +367,7 @@ pub async fn export_notebook(
     Ok(download(
         bytes,
         "application/json",
-        &format!("{run}.notebook.json"),
+        &format!("{}.notebook.json", run.replace('/', "-")),
     ))
 }
 

@@ -33,6 +33,46 @@ pub struct CampaignEvent {
     pub event: EventRow,
 }
 
+type Row = (i64, i64, i64, String, String, String);
+
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+/// A stored row (`timeline, seq, vtime_ns, node, kind, body`) as a result.
+fn event(campaign: &str, (t, seq, vtime, node, kind, body): Row) -> CampaignEvent {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let timeline = format!("{campaign}/T{t}");
+    CampaignEvent {
+        event: EventRow {
+            seq: seq as u64,
+            vtime_ns: vtime as u64,
+            node,
+            label: events::label(&kind, &body),
+            text: events::text(&kind, &body),
+            moment: events::moment_of(&timeline, vtime as u64),
+        },
+        timeline,
+    }
+}
+
+/// `filter`'s SQL conditions, with the time range as `?2` and `?3`, and the arguments
+/// after the campaign's.
+fn in_range(filter: &Filter, range: (u64, u64)) -> Result<(String, Vec<Box<dyn ToSql>>), AppError> {
+    let (cond, mut args) = search::conditions(filter, 4)?;
+    let (from, to) = (range.0 as i64, i64::try_from(range.1).unwrap_or(i64::MAX));
+    args.insert(0, Box::new(to));
+    args.insert(0, Box::new(from));
+    Ok((format!("vtime_ns >= ?2 AND vtime_ns < ?3{cond}"), args))
+}
+
 /// Events of `campaign` matching `filter` in the time range, by timeline then seq.
 fn matching(
     conn: &Connection,
@@ -41,44 +81,57 @@ fn matching(
     range: (u64, u64),
     limit: usize,
 ) -> Result<Vec<CampaignEvent>, AppError> {
-    let (cond, args) = search::conditions(filter, 4)?;
+    let (cond, args) = in_range(filter, range)?;
     let sql = format!(
         "SELECT timeline, seq, vtime_ns, node, kind, body FROM timeline_events
-         WHERE campaign = ?1 AND vtime_ns >= ?2 AND vtime_ns < ?3{cond}
-         ORDER BY timeline, seq LIMIT {limit}"
+         WHERE campaign = ?1 AND {cond} ORDER BY timeline, seq LIMIT {limit}"
     );
-    let (from, to) = (range.0 as i64, i64::try_from(range.1).unwrap_or(i64::MAX));
-    let mut all: Vec<&dyn ToSql> = vec![&campaign, &from, &to];
+    let mut all: Vec<&dyn ToSql> = vec![&campaign];
+    all.extend(args.iter().map(|a| a.as_ref()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(all), read_row)?;
+    rows.map(|r| Ok(event(campaign, r?)))
+        .collect::<Result<_, rusqlite::Error>>()
+        .map_err(AppError::from)
+}
+
+/// The first `limit` events matching `filter` in the range (by timeline then seq) as
+/// (timeline, seq, vtime): a temporal search judges these and reads whole rows only
+/// for the ones it returns.
+fn candidates(
+    conn: &Connection,
+    campaign: &str,
+    filter: &Filter,
+    range: (u64, u64),
+    limit: usize,
+) -> Result<Vec<(i64, i64, u64)>, AppError> {
+    let (cond, args) = in_range(filter, range)?;
+    let sql = format!(
+        "SELECT timeline, seq, vtime_ns FROM timeline_events
+         WHERE campaign = ?1 AND {cond} ORDER BY timeline, seq LIMIT {limit}"
+    );
+    let mut all: Vec<&dyn ToSql> = vec![&campaign];
     all.extend(args.iter().map(|a| a.as_ref()));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(all), |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, String>(5)?,
-        ))
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (t, seq, vtime, node, kind, body) = row?;
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-        let timeline = format!("{campaign}/T{t}");
-        out.push(CampaignEvent {
-            event: EventRow {
-                seq: seq as u64,
-                vtime_ns: vtime as u64,
-                node,
-                label: events::label(&kind, &body),
-                text: events::text(&kind, &body),
-                moment: events::moment_of(&timeline, vtime as u64),
-            },
-            timeline,
-        });
-    }
-    Ok(out)
+    rows.collect::<Result<_, _>>().map_err(AppError::from)
+}
+
+/// One stored event by its key.
+fn one(
+    conn: &Connection,
+    campaign: &str,
+    timeline: i64,
+    seq: i64,
+) -> Result<CampaignEvent, AppError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT timeline, seq, vtime_ns, node, kind, body FROM timeline_events
+         WHERE campaign = ?1 AND timeline = ?2 AND seq = ?3",
+    )?;
+    let row = stmt.query_row(rusqlite::params![campaign, timeline, seq], read_row)?;
+    Ok(event(campaign, row))
 }
 
 /// Per timeline, the sorted virtual times of events matching `filter`.
@@ -86,23 +139,22 @@ fn times(
     conn: &Connection,
     campaign: &str,
     filter: &Filter,
-) -> Result<HashMap<String, Vec<u64>>, AppError> {
+) -> Result<HashMap<i64, Vec<u64>>, AppError> {
     let (cond, args) = search::conditions(filter, 2)?;
-    let sql = format!(
-        "SELECT timeline, vtime_ns FROM timeline_events WHERE campaign = ?1{cond} ORDER BY timeline, vtime_ns"
-    );
+    let sql = format!("SELECT timeline, vtime_ns FROM timeline_events WHERE campaign = ?1{cond}");
     let mut all: Vec<&dyn ToSql> = vec![&campaign];
     all.extend(args.iter().map(|a| a.as_ref()));
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut out: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
     let rows = stmt.query_map(params_from_iter(all), |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
     })?;
     for row in rows {
         let (t, v) = row?;
-        out.entry(format!("{campaign}/T{t}"))
-            .or_default()
-            .push(v as u64);
+        out.entry(t).or_default().push(v as u64);
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
     }
     Ok(out)
 }
@@ -130,18 +182,25 @@ pub fn search(
         Some(relation) => {
             let b = q.b();
             let b_times = times(conn, campaign, &b)?;
-            let candidates = matching(conn, campaign, &a, range, MAX_CANDIDATES)?;
-            let capped = candidates.len() == MAX_CANDIDATES;
+            let keys = candidates(conn, campaign, &a, range, MAX_CANDIDATES)?;
+            let capped = keys.len() == MAX_CANDIDATES;
             let none = Vec::new();
-            let mut rows: Vec<CampaignEvent> = candidates
+            let mut chosen = Vec::new();
+            for (t, seq, vtime) in keys {
+                let bs = b_times.get(&t).unwrap_or(&none);
+                if search::related(bs, vtime, relation, within) {
+                    chosen.push((t, seq));
+                    if chosen.len() > limit {
+                        break;
+                    }
+                }
+            }
+            let more = chosen.len() > limit || capped;
+            chosen.truncate(limit);
+            let rows = chosen
                 .into_iter()
-                .filter(|e| {
-                    let bs = b_times.get(&e.timeline).unwrap_or(&none);
-                    search::related(bs, e.event.vtime_ns, relation, within)
-                })
-                .collect();
-            let more = rows.len() > limit || capped;
-            rows.truncate(limit);
+                .map(|(t, seq)| one(conn, campaign, t, seq))
+                .collect::<Result<Vec<_>, _>>()?;
             description.push_str(&format!(
                 ", {} {} in the same timeline{}",
                 q.op.replace('_', " "),

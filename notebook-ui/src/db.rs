@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::AppError;
-use crate::moments::MomentCache;
+use explorer::at_moment::MomentCache;
 
 /// The notebook's tables. A branch's events use the run store's event columns, in
 /// their own table so a stored run's rows are never touched.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use explorer::at_moment::{session_at, MomentSession, Start};
 use explorer::moment::{format_vtime, parse_vtime, Moment};
 use explorer::observer::Observer;
 use explorer::run::actions::ExecResult;
@@ -23,7 +24,6 @@ use crate::db::Db;
 use crate::error::AppError;
 use crate::events::{self, EventRow};
 use crate::faults;
-use crate::moments::Restored;
 use crate::timeline::{self, Source};
 
 /// How long an exec or file request may take (virtual) unless the cell says otherwise.
@@ -62,31 +62,26 @@ impl Observer for Progress {
     }
 }
 
-/// A private session at a moment: the restored run (its session, and the scratch
-/// folder its volumes live in), moved on to the moment asked for.
+/// A private session at a moment: the restored run or campaign timeline (its session,
+/// and the scratch folder its volumes live in), moved on to the moment asked for.
 pub struct At {
-    pub base: Restored,
-    /// A stored run's replay compared with the run; `None` for branches.
+    pub base: MomentSession,
+    /// A stored run's or campaign timeline's replay compared with its stored events;
+    /// `None` for branches.
     pub divergence: Option<Option<String>>,
 }
 
-/// Rebuilds a session at `moment` (of a run or a branch).
+/// Rebuilds a session at `moment` (of a run, a campaign timeline, or a branch of either).
 pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At, String> {
     let conn = db.conn().map_err(|e| e.message)?;
     let store = RunStore::open(db.home()).map_err(|e| e.to_string())?;
     let timeline = timeline::resolve(&conn, &store, &moment.run).map_err(|e| e.message)?;
     drop(conn);
     match &timeline.source {
-        Source::Run(_) => {
-            let base =
-                db.moments.restore(db.home(), moment, observer)?;
-            let stored: Vec<StoredEvent> = store
-                .events(&moment.run, base.started_at_ns, base.decision_point_ns)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter(|e| e.seq >= base.first_seq)
-                .collect();
-            let divergence = explorer::run::check::first_difference(&stored, &base.events);
+        Source::Run(_) | Source::Campaign { .. } => {
+            let base = session_at(db.home(), moment, Start::default(), &db.moments, observer)
+                .map_err(|e| e.to_string())?;
+            let divergence = base.divergence.clone();
             Ok(At {
                 base,
                 divergence: Some(divergence),
@@ -116,9 +111,6 @@ pub fn open(db: &Db, moment: &Moment, observer: &mut dyn Observer) -> Result<At,
             at.divergence = None;
             Ok(at)
         }
-        Source::Campaign { .. } => Err(format!(
-            "{moment}: acting from a campaign's moments is not available yet; open its moment page to see the state there"
-        )),
     }
 }
 
@@ -223,9 +215,6 @@ pub fn moment_view(
     moment: &Moment,
     progress: &mut Progress,
 ) -> Result<MomentView, String> {
-    if moment.run.contains('/') {
-        return campaign_moment_view(db, moment, progress);
-    }
     let at = open(db, moment, progress)?;
     let state = at.base.session.state();
     let point = decision_point(moment.vtime_ns);
@@ -240,31 +229,6 @@ pub fn moment_view(
         state: serde_json::to_value(&state).expect("state serializes"),
         logs,
         divergence: at.divergence.clone(),
-    })
-}
-
-/// A campaign timeline's moment, rebuilt by the campaign replay (the root booted and
-/// set up, then each fork on the path from the root, then the timeline to the moment)
-/// and checked against the events the campaign stored.
-fn campaign_moment_view(
-    db: &Db,
-    moment: &Moment,
-    progress: &mut Progress,
-) -> Result<MomentView, String> {
-    let summary = explorer::campaign::replay::replay(db.home(), moment, progress)
-        .map_err(|e| e.to_string())?;
-    let point = summary.decision_point_ns;
-    let nodes: Vec<String> = summary.state.nodes.iter().map(|n| n.name.clone()).collect();
-    let logs = node_lines(db, &moment.run, &nodes, point).map_err(|e| e.message)?;
-    Ok(MomentView {
-        moment: events::moment_of(&moment.run, moment.vtime_ns),
-        timeline: moment.run.clone(),
-        decision_point_ns: point,
-        started_from: summary.started_from,
-        started_at_ns: summary.started_at_ns,
-        state: serde_json::to_value(&summary.state).expect("state serializes"),
-        logs,
-        divergence: Some(summary.divergence),
     })
 }
 

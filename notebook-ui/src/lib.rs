@@ -16,7 +16,6 @@ pub mod events;
 pub mod export;
 pub mod faults;
 pub mod jobs;
-pub mod moments;
 pub mod notebook;
 pub mod pages;
 pub mod search;

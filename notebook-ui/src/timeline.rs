@@ -35,27 +35,37 @@ pub struct Timeline {
     pub source: Source,
 }
 
-/// Checks an id from a request before it goes anywhere: letters and digits, then
-/// optionally `~` and a cell number. Run ids name folders, so nothing else passes.
+/// Checks an id from a request before it goes anywhere: a run id (letters and digits)
+/// or a campaign timeline `C/T<n>`, then optionally `~` and a cell number. Run ids name
+/// folders, so nothing else passes.
 pub fn check_id(id: &str) -> Result<(), AppError> {
-    if let Some((campaign, t)) = id.split_once('/') {
-        return check_campaign_timeline(campaign, t).map(|_| ());
-    }
-    let (run, rest) = match id.split_once('~') {
-        Some((run, cell)) => (run, Some(cell)),
+    let (root, rest) = match id.split_once('~') {
+        Some((root, cell)) => (root, Some(cell)),
         None => (id, None),
     };
-    let word_ok =
-        !run.is_empty() && run.len() <= 64 && run.bytes().all(|b| b.is_ascii_alphanumeric());
     let cell_ok = rest
         .is_none_or(|c| !c.is_empty() && c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()));
+    if let Some((campaign, t)) = root.split_once('/') {
+        check_campaign_timeline(campaign, t)?;
+        if cell_ok {
+            return Ok(());
+        }
+    }
+    let word_ok =
+        !root.is_empty() && root.len() <= 64 && root.bytes().all(|b| b.is_ascii_alphanumeric());
     if word_ok && cell_ok {
         Ok(())
     } else {
         Err(AppError::bad_request(format!(
-            "`{id}` is not a run or branch id (a run id like r5f2c1a9b3e, or RUN~CELL)"
+            "`{id}` is not a run or branch id (a run id like r5f2c1a9b3e, C/T<n>, or either ~CELL)"
         )))
     }
+}
+
+/// The notebook a timeline's cells belong to: a run's or a campaign timeline's (a
+/// branch's is the one it was made in).
+pub fn notebook_of(id: &str) -> &str {
+    id.split('~').next().unwrap_or(id)
 }
 
 /// A campaign id: `c` and letters and digits (it names a folder).
@@ -91,10 +101,11 @@ pub fn parse_moment(text: &str) -> Result<Moment, AppError> {
 
 pub fn resolve(conn: &Connection, store: &RunStore, id: &str) -> Result<Timeline, AppError> {
     check_id(id)?;
-    if let Some((campaign, t)) = id.split_once('/') {
-        return resolve_campaign_timeline(conn, campaign, t);
-    }
     match id.split_once('~') {
+        None if id.contains('/') => {
+            let (campaign, t) = id.split_once('/').expect("a campaign timeline");
+            resolve_campaign_timeline(conn, campaign, t)
+        }
         None => {
             let record = store.run(id)?;
             Ok(Timeline {
@@ -220,6 +231,16 @@ impl Timeline {
 
     pub fn is_run(&self) -> bool {
         matches!(self.source, Source::Run(_))
+    }
+
+    /// The notebook this timeline's cells are in (see [`notebook_of`]).
+    pub fn notebook(&self) -> &str {
+        notebook_of(&self.id)
+    }
+
+    /// A run or a campaign timeline: a timeline a notebook belongs to.
+    pub fn has_notebook(&self) -> bool {
+        matches!(self.source, Source::Run(_) | Source::Campaign { .. })
     }
 
     pub fn failed_run(&self) -> bool {

@@ -41,6 +41,22 @@ fn replog_home() -> PathBuf {
     home
 }
 
+/// A moment's view through the API, waiting for its replay.
+async fn moment_view(client: &Client, moment: &str) -> Value {
+    for _ in 0..10 {
+        let r = client.get(&format!("/api/moments/{moment}?wait=60")).await;
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::ACCEPTED,
+            "{moment}: {}",
+            r.text()
+        );
+        if r.status == StatusCode::OK {
+            return r.json()["result"].clone();
+        }
+    }
+    panic!("{moment}: not replayed in 10 minutes");
+}
+
 /// `detvm explore` of replog with a small branch budget, in the background.
 fn explore(home: &Path, json: &Path) -> Child {
     Command::new(detvm())
@@ -329,19 +345,7 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
         t["timeline"].as_str().unwrap(),
         explorer::moment::format_vtime(t["from_ns"].as_u64().unwrap() + 1_500_000_000)
     );
-    let mut view = Value::Null;
-    for _ in 0..10 {
-        let r = client.get(&format!("/api/moments/{moment}?wait=60")).await;
-        assert!(
-            r.status == StatusCode::OK || r.status == StatusCode::ACCEPTED,
-            "{}",
-            r.text()
-        );
-        if r.status == StatusCode::OK {
-            view = r.json()["result"].clone();
-            break;
-        }
-    }
+    let view = moment_view(&client, &moment).await;
     assert_eq!(view["moment"], moment.as_str(), "the moment was rebuilt");
     assert!(view["divergence"].is_null(), "{:#}", view["divergence"]);
     let path = view["started_from"].as_str().unwrap();
@@ -351,6 +355,108 @@ async fn a_running_campaign_streams_its_timelines_and_its_api_shows_the_tree() {
     let r = client.get(&format!("/moments/{moment}")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().contains("Services and VMs"));
+
+    // Through the moment cache: stepping on inside T starts from a snapshot of T the
+    // first replay kept; rewinding to just after the fork, from a kept snapshot of T or
+    // of its parent's end. Both identical to the stored events.
+    let from_ns = t["from_ns"].as_u64().unwrap();
+    for (offset, kept_of) in [
+        (2_500_000_000u64, vec![t["id"].clone()]),
+        (100_000_000, vec![t["id"].clone(), t["parent"].clone()]),
+    ] {
+        let m = format!(
+            "{}@{}",
+            t["timeline"].as_str().unwrap(),
+            explorer::moment::format_vtime(from_ns + offset)
+        );
+        let v = moment_view(&client, &m).await;
+        assert!(v["divergence"].is_null(), "{m}: {:#}", v["divergence"]);
+        let from = v["started_from"].as_str().unwrap();
+        assert!(
+            kept_of
+                .iter()
+                .any(|id| from.starts_with(&format!("a snapshot of T{id} kept in memory"))),
+            "{m}: {from}"
+        );
+    }
+
+    // Acting from a campaign moment, as from a run's: each cell of the timeline's
+    // notebook a branch `C/T<n>~CELL` with moments of its own, the campaign untouched.
+    let tl_id = t["timeline"].as_str().unwrap().to_string();
+    let tree_before = client.get_json(&format!("/api/campaigns/{campaign}")).await;
+    let exec = client
+        .run_cell(&tl_id, serde_json::json!({"kind": "exec", "moment": moment, "node": "log1", "command": "cat /etc/hosts"}))
+        .await;
+    assert_eq!(exec["status"], "done", "{exec:#}");
+    assert_eq!(exec["output"]["exec"]["code"], 0, "{exec:#}");
+    assert!(
+        exec["output"]["exec"]["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["line"].as_str().unwrap().ends_with("log2")),
+        "{exec:#}"
+    );
+    let file = client
+        .run_cell(&tl_id, serde_json::json!({"kind": "file", "moment": moment, "node": "driver", "path": "/etc/hosts"}))
+        .await;
+    assert_eq!(file["status"], "done", "{file:#}");
+    let download = client.get(&format!("/api/cells/{}/file", file["id"])).await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert!(download.text().contains("log1"));
+    let branch = client
+        .run_cell(&tl_id, serde_json::json!({"kind": "branch", "moment": moment, "branch": 5, "run_for": "500ms"}))
+        .await;
+    assert_eq!(branch["status"], "done", "{branch:#}");
+    let branch_tl = branch["timeline"].as_str().unwrap().to_string();
+    assert_eq!(branch_tl, format!("{tl_id}~{}", branch["id"]));
+    let end = branch["output"]["end_ns"].as_u64().unwrap();
+    assert_eq!(
+        end,
+        view["decision_point_ns"].as_u64().unwrap() + 500_000_000
+    );
+    let inside = moment_view(&client, &format!("{branch_tl}@{}ns", end)).await;
+    assert_eq!(
+        inside["state"]["trace_hash"], branch["output"]["trace_hash"],
+        "replaying the branch to its end reaches the branch's own state"
+    );
+    let fault = client
+        .run_cell(&tl_id, serde_json::json!({"kind": "fault", "moment": moment, "fault": {"type": "pause", "node": "log1", "duration": "200ms"}, "run_for": "1s"}))
+        .await;
+    assert_eq!(fault["status"], "done", "{fault:#}");
+    let faults = client
+        .get_json(&format!(
+            "/api/runs/{}/events?kind=fault_applied",
+            fault["timeline"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        faults["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"] == "log1" || e["text"].as_str().unwrap_or("").contains("log1")),
+        "{faults:#}"
+    );
+    let page = client.get(&format!("/moments/{moment}")).await;
+    assert!(page.text().contains("Act from this moment"));
+    let r = client
+        .post(
+            &format!("/api/runs/{tl_id}/cells/rerun"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for cell in [&exec, &file, &branch, &fault] {
+        let after = client.cell_done(cell["id"].as_u64().unwrap()).await;
+        assert_eq!(after["same_as_before"], true, "{after:#}");
+        assert_eq!(after["output"], cell["output"]);
+    }
+    assert_eq!(
+        client.get_json(&format!("/api/campaigns/{campaign}")).await,
+        tree_before,
+        "acting changes nothing stored by the campaign"
+    );
 
     // Errors: a moment outside the timeline, unknown and malformed ids.
     let before = format!("{}@0.1s", t["timeline"].as_str().unwrap());

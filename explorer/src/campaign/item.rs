@@ -78,7 +78,7 @@ impl Root {
     /// A session forked from `parent` as branch `branch`: the World re-seeded from
     /// (seed, branch), the test composer re-seeded from the branch seed, and the
     /// branch's swarm faults scheduled from the fork moment on.
-    pub(super) fn start_branch(
+    pub(crate) fn start_branch(
         &self,
         parent: &SessionSnapshot,
         branch: u64,

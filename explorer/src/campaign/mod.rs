@@ -158,12 +158,12 @@ impl CampaignReport {
 }
 
 /// The inputs every branch is built from.
-struct Root {
-    plan: WorldPlan,
-    seed: u64,
-    duration_ns: u64,
-    horizon_ns: u64,
-    names: Vec<String>,
+pub struct Root {
+    pub(crate) plan: WorldPlan,
+    pub(crate) seed: u64,
+    pub(crate) duration_ns: u64,
+    pub(crate) horizon_ns: u64,
+    pub(crate) names: Vec<String>,
 }
 
 /// Node states as the state() of a session shows them.

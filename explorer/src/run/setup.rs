@@ -48,11 +48,16 @@ fn script_path(repo: &Path, script: &str, what: &str) -> Result<PathBuf, RunErro
     Ok(PathBuf::from(last))
 }
 
-/// The guest kernel (vmlinux) and the agent initramfs, built on first use.
+/// The guest kernel (vmlinux) and the agent initramfs, built on first use. The two
+/// scripts run at once: each hashes its sources to find its build (a third of a
+/// second or more on a loaded host), which every run and cold moment waits for.
 pub fn guest_files(repo: &Path) -> Result<(PathBuf, PathBuf), RunError> {
-    let kernel = script_path(repo, "images/kernel/build.sh", "the guest kernel")?.join("vmlinux");
-    let initrd = script_path(repo, "guest-agent/build-initramfs.sh", "the guest agent")?;
-    Ok((kernel, initrd))
+    let (kernel, initrd) = std::thread::scope(|s| {
+        let kernel = s.spawn(|| script_path(repo, "images/kernel/build.sh", "the guest kernel"));
+        let initrd = script_path(repo, "guest-agent/build-initramfs.sh", "the guest agent");
+        (kernel.join().expect("the kernel script's thread"), initrd)
+    });
+    Ok((kernel?.join("vmlinux"), initrd?))
 }
 
 /// Every service's image from the store, running `x-detvm.prepare` once if one is missing.

@@ -89,8 +89,11 @@ pub fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge " (class) } { (status) } }
 }
 
-/// Tabs of a timeline's pages.
-pub fn tabs(id: &str, run: &str, current: &str) -> Markup {
+/// Tabs of a timeline's pages: its campaign's (for a campaign timeline or a branch of
+/// one) and its notebook.
+pub fn tabs(id: &str, current: &str) -> Markup {
+    let notebook = crate::timeline::notebook_of(id);
+    let campaign = id.split_once('/').map(|(c, _)| c);
     let tab = |name: &str, href: String| {
         html! { a class=(if name == current { "tab current" } else { "tab" }) href=(href) { (name) } }
     };
@@ -99,11 +102,10 @@ pub fn tabs(id: &str, run: &str, current: &str) -> Markup {
             (tab("triage", format!("/runs/{id}")))
             (tab("timeline", format!("/runs/{id}/timeline")))
             (tab("logs", format!("/runs/{id}/logs")))
-            @if id.contains('/') {
-                (tab("campaign", format!("/campaigns/{run}")))
-            } @else {
-                (tab("notebook", format!("/runs/{run}/notebook")))
+            @if let Some(c) = campaign {
+                (tab("campaign", format!("/campaigns/{c}")))
             }
+            (tab("notebook", format!("/runs/{notebook}/notebook")))
             a.tab href={ "/api/runs/" (id) "/export/trace.json" } { "export trace (Perfetto)" }
             a.tab href={ "/api/runs/" (id) "/export/events.jsonl" } { "export events (JSON lines)" }
         }

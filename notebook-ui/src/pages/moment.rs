@@ -55,7 +55,7 @@ pub async fn moment_page(
     let title = moment_of(&moment.run, moment.vtime_ns);
     let body = html! {
         h1 { "Moment " (title) }
-        (tabs(&tl.id, &tl.run, ""))
+        (tabs(&tl.id, ""))
         form.step method="get" {
             button type="submit" name="go" value="back" { "◀ rewind" }
             " by " input type="text" name="by" value=(by) size="6";
@@ -64,7 +64,7 @@ pub async fn moment_page(
             " · " a href={ "/runs/" (tl.id) "/logs?to=" (vtime(moment.vtime_ns)) } { "logs up to here" }
         }
         @match &view {
-            Some(v) => (state_view(v, &tl.run, tl.is_campaign())),
+            Some(v) => (state_view(v, tl.notebook(), tl.id.split_once('/').map(|(c, _)| c))),
             None => div #moment-pending data-moment=(title) {
                 p.pending {
                     "Replaying to " (title)
@@ -77,7 +77,8 @@ pub async fn moment_page(
     Ok(layout(&title, body).into_response())
 }
 
-fn state_view(v: &Value, run: &str, campaign: bool) -> Markup {
+/// `run`: the notebook actions go to; `campaign`: the campaign of a campaign timeline.
+fn state_view(v: &Value, run: &str, campaign: Option<&str>) -> Markup {
     let s = &v["state"];
     let nodes: Vec<String> = s["nodes"]
         .as_array()
@@ -137,14 +138,9 @@ fn state_view(v: &Value, run: &str, campaign: bool) -> Markup {
                 } }
             }
         } }
-        @if campaign {
-            p { "This moment: " (moment_link(moment)) " · its campaign: " a href={ "/campaigns/" (run) } { (run) } }
-            p.hint { "Acting from a campaign's moments (exec, file, branch, fault) is not available yet; "
-                code { "detvm replay " (moment) } " rebuilds it on the command line." }
-        } @else {
         h2 { "Act from this moment" }
         p.hint { "Each action runs on a copy of the run (the stored run never changes) and becomes a cell of "
-            a href={ "/runs/" (run) "/notebook" } { "the run's notebook" } "; the branch it makes is a timeline you can open, search and replay." }
+            a href={ "/runs/" (run) "/notebook" } { "the notebook of " (run) } "; the branch it makes is a timeline you can open, search and replay." }
         div.actions data-run=(run) data-moment=(moment) {
             form.action data-kind="moment" {
                 h3 { "Keep this moment" }
@@ -182,7 +178,9 @@ fn state_view(v: &Value, run: &str, campaign: bool) -> Markup {
             }
             p.error #action-error {}
         }
-        p { "This moment: " (moment_link(moment)) }
+        p {
+            "This moment: " (moment_link(moment))
+            @if let Some(c) = campaign { " · its campaign: " a href={ "/campaigns/" (c) } { (c) } }
         }
     }
 }

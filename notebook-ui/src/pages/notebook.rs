@@ -15,24 +15,25 @@ pub async fn notebook_page(State(state): State<AppState>, Path(run): Path<String
     let (tl, cells) = state
         .read(move |conn, store| {
             let tl = timeline::resolve(conn, store, &r)?;
-            let cells = cells::list(conn, &tl.run)?;
+            let cells = cells::list(conn, tl.notebook())?;
             Ok((tl, cells))
         })
         .await?;
+    let nb = tl.notebook();
     Ok(layout(
-        &format!("notebook {}", tl.run),
+        &format!("notebook {nb}"),
         html! {
-            h1 { "Notebook of " (tl.run) }
-            (tabs(&tl.run, &tl.run, "notebook"))
-            div.notebook-bar data-run=(tl.run) {
+            h1 { "Notebook of " (nb) }
+            (tabs(nb, "notebook"))
+            div.notebook-bar data-run=(nb) {
                 button #rerun-all type="button" { "re-run all" }
-                " " a href={ "/api/runs/" (tl.run) "/notebook" } { "export notebook" }
+                " " a href={ "/api/runs/" (nb) "/notebook" } { "export notebook" }
                 " " label { "import " input #import-file type="file" accept=".json,application/json"; }
                 span #notebook-message {}
             }
             @if cells.is_empty() {
-                p { "No cells yet. Open a moment (from the " a href={ "/runs/" (tl.run) } { "triage page" }
-                    " or the " a href={ "/runs/" (tl.run) "/timeline" } { "timeline" } ") and act from it." }
+                p { "No cells yet. Open a moment (from the " a href={ "/runs/" (nb) } { "triage page" }
+                    " or the " a href={ "/runs/" (nb) "/timeline" } { "timeline" } ") and act from it." }
             }
             @for c in &cells { (cell_view(c)) }
         },

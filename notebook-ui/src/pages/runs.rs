@@ -86,7 +86,7 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
         &title,
         html! {
             h1 { (title) " " (status_badge(&tl.status())) }
-            (tabs(&tl.id, &tl.run, "triage"))
+            (tabs(&tl.id, "triage"))
             @if tl.is_run() {
                 dl.facts {
                     dt { "seed" } dd { (rec["seed"]) }
@@ -176,7 +176,7 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
                     td.num { (n["log_lines"]) } td.num { (n["state_changes"]) }
                 } } }
             }
-            @if tl.is_run() && !branches.is_empty() {
+            @if tl.has_notebook() && !branches.is_empty() {
                 h2 { "Branches from the notebook" }
                 ul.branches { @for c in &branches { li {
                     a href={ "/runs/" (c["timeline"].as_str().unwrap_or("")) } { (c["timeline"].as_str().unwrap_or("")) }
@@ -197,8 +197,8 @@ fn warm(state: &AppState, run: &str) {
         .jobs
         .start(&format!("warm:{run}"), false, move |vtime| {
             let mut progress = crate::engine::Progress::new(vtime, false);
-            db.moments
-                .warm(db.home(), &run, &mut progress)
+            explorer::at_moment::warm(db.home(), &run, &db.moments, &mut progress)
                 .map(|()| serde_json::Value::Null)
+                .map_err(|e| e.to_string())
         });
 }

@@ -20,7 +20,7 @@ pub async fn timeline_page(State(state): State<AppState>, Path(id): Path<String>
         &format!("timeline {}", tl.id),
         html! {
             h1 { "Timeline " (tl.id) " " (status_badge(&tl.status())) }
-            (tabs(&tl.id, &tl.run, "timeline"))
+            (tabs(&tl.id, "timeline"))
             p.hint {
                 "Scroll to zoom, drag to pan, double-click to reset. Click a mark to open its moment; "
                 "click an empty spot to open the moment at that time."
@@ -60,7 +60,7 @@ pub async fn logs_page(
         &format!("logs {}", tl.id),
         html! {
             h1 { "Logs of " (tl.id) " " (status_badge(&tl.status())) }
-            (tabs(&tl.id, &tl.run, "logs"))
+            (tabs(&tl.id, "logs"))
             (search_form(&q, &nodes))
             @match found {
                 Err(e) => p.error { (e.message) },
