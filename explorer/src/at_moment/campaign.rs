@@ -13,7 +13,7 @@ use super::cache::Base;
 use super::{advance, Collect, MomentCache, MomentSession};
 use crate::campaign::replay::{open_root, parse};
 use crate::campaign::store::CampaignStore;
-use crate::campaign::{branch_faults, files, Root, Timeline};
+use crate::campaign::{files, Root, Timeline};
 use crate::moment::{format_vtime, Moment};
 use crate::observer::Observer;
 use crate::run::{check, decision_point, RunError, Session, SessionSnapshot};
@@ -148,7 +148,7 @@ pub(super) fn session_at(
             (Some(s), _) => s,
             (None, Some(end)) => {
                 let branch = t.branch.unwrap_or(0);
-                let faults = branch_faults(root.seed, branch, &root.names, root.horizon_ns);
+                let faults = root.faults_of(branch, root.horizon_ns);
                 root.start_branch(&end, branch, &faults).map_err(fail)?
             }
             (None, None) => Session::boot(root.plan.clone(), root.seed, root.duration_ns)?,

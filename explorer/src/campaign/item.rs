@@ -18,7 +18,7 @@ use vmm::world::FaultPlan;
 
 pub use super::files::{snapshot_dir, snapshot_name};
 use super::novelty::Observed;
-use super::{branch_faults, failures, node_states, Collect, Root, Timeline};
+use super::{failures, node_states, Collect, Root, Timeline};
 use crate::observer::Observer;
 use crate::properties::Property;
 use crate::run::{Ending, RunError, Session, SessionSnapshot};
@@ -143,7 +143,7 @@ impl Root {
     /// campaign's snapshot folder) unless it finished.
     pub fn run_item(&self, item: &WorkItem, parent: &Parent, dir: &Path) -> ItemResult {
         let from_ns = parent.snapshot.world.now().as_nanos();
-        let faults = branch_faults(self.seed, item.branch, &self.names, item.horizon_ns);
+        let faults = self.faults_of(item.branch, item.horizon_ns);
         let mut timeline = Timeline {
             id: item.timeline,
             parent: Some(item.parent),

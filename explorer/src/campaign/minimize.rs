@@ -27,7 +27,7 @@ use vmm::world::{Fault, FaultPlan, ScheduledFault, Span};
 use super::ddmin::ddmin;
 use super::parallel::in_parallel;
 use super::store::CampaignStore;
-use super::{branch_faults, failures, replay, Root, Timeline, FINISH_LIMIT_NS};
+use super::{failures, replay, Root, Timeline, FINISH_LIMIT_NS};
 use crate::moment::format_vtime;
 use crate::observer::{Observer, Quiet};
 use crate::properties::Property;
@@ -379,14 +379,7 @@ pub fn minimize(
     drop(session);
     let plans: Vec<FaultPlan> = timelines
         .iter()
-        .map(|t| {
-            branch_faults(
-                root.seed,
-                t.branch.unwrap_or(0),
-                &root.names,
-                root.horizon_ns,
-            )
-        })
+        .map(|t| root.faults_of(t.branch.unwrap_or(0), root.horizon_ns))
         .collect();
     let flat: Vec<(usize, usize)> = plans
         .iter()
@@ -535,7 +528,7 @@ pub fn minimize(
             let end_ns = lineage.judged_at().unwrap_or(end_ns);
             let span = end_ns.min(root.duration_ns).saturating_sub(at);
             let faults = if span > 0 {
-                branch_faults(root.seed, id, &root.names, span)
+                root.faults_of(id, span)
             } else {
                 FaultPlan::default()
             };

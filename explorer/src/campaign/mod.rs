@@ -164,6 +164,9 @@ pub struct Root {
     pub(crate) duration_ns: u64,
     pub(crate) horizon_ns: u64,
     pub(crate) names: Vec<String>,
+    /// The compose file's `fault_mode`: `none` gives branches no faults (only new
+    /// randomness), as it gives `detvm run` none.
+    pub(crate) swarm: bool,
 }
 
 /// Node states as the state() of a session shows them.
@@ -210,6 +213,18 @@ pub fn branch_faults(seed: u64, branch: u64, names: &[String], horizon_ns: u64) 
 }
 
 impl Root {
+    /// Branch `branch`'s faults for `span_ns` from its fork: its swarm plan, or none
+    /// when the compose file's `fault_mode` is `none`.
+    pub(crate) fn faults_of(&self, branch: u64, span_ns: u64) -> FaultPlan {
+        if self.swarm {
+            branch_faults(self.seed, branch, &self.names, span_ns)
+        } else {
+            FaultPlan::default()
+        }
+    }
+}
+
+impl Root {
     fn new(plan: WorldPlan, prepared: &Prepared, horizon_ns: u64) -> Root {
         Root {
             plan,
@@ -222,6 +237,7 @@ impl Root {
                 .iter()
                 .map(|s| s.name.clone())
                 .collect(),
+            swarm: prepared.compose.settings.fault_mode == crate::compose::FaultMode::Swarm,
         }
     }
 
