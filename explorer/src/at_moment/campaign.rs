@@ -23,12 +23,6 @@ fn infra(e: impl std::fmt::Display) -> RunError {
     RunError::Infrastructure(e.to_string())
 }
 
-/// Where a timeline's children fork and its snapshot file is: its end, or for a
-/// judged branch the end of its horizon, before the judging.
-fn fork_at(t: &Timeline) -> u64 {
-    t.judged_at_ns.unwrap_or(t.end_ns)
-}
-
 /// Where the replay starts: on the path's timeline `level`, at `t`.
 struct From {
     level: usize,
@@ -88,7 +82,7 @@ pub(super) fn session_at(
         if level == top {
             point
         } else {
-            fork_at(path[level])
+            path[level].fork_at()
         }
     };
     // A judged target past its judging moment: its drivers ended there.
@@ -113,7 +107,7 @@ pub(super) fn session_at(
         // A timeline's end is only forked from; a state inside one goes on as it (a
         // judged one's past its judging with the run's duration cut there, as
         // `Session::end_drivers_now` left it).
-        if f.t < fork_at(path[f.level]) || f.level == top {
+        if f.t < path[f.level].fork_at() || f.level == top {
             let duration_ns = judged_at(f.level)
                 .filter(|&j| f.t > j)
                 .unwrap_or(root.duration_ns);
@@ -170,7 +164,7 @@ pub(super) fn session_at(
         }
         if level < top {
             let end = Arc::new(s.snapshot().map_err(fail)?);
-            cache.keep(&name(t), fork_at(t), end.clone());
+            cache.keep(&name(t), t.fork_at(), end.clone());
             parent_end = Some(end);
         } else {
             session = Some(s);
@@ -224,9 +218,9 @@ fn start(
         let t = path[level];
         let kept = cache.nearest(&name(t), limit(level));
         let file = files::path_of(dir, t.id);
-        let file_usable = fork_at(t) <= limit(level) && file.is_file();
+        let file_usable = t.fork_at() <= limit(level) && file.is_file();
         match kept {
-            Some((at, snapshot)) if !file_usable || at >= fork_at(t) => {
+            Some((at, snapshot)) if !file_usable || at >= t.fork_at() => {
                 return Ok(Some(From {
                     level,
                     t: at,
@@ -236,10 +230,10 @@ fn start(
             }
             _ if file_usable => {
                 let snapshot = Arc::new(Session::load(&file, &root.plan)?);
-                cache.keep(&name(t), fork_at(t), snapshot.clone());
+                cache.keep(&name(t), t.fork_at(), snapshot.clone());
                 return Ok(Some(From {
                     level,
-                    t: fork_at(t),
+                    t: t.fork_at(),
                     snapshot,
                     what: format!("T{}'s snapshot file", t.id),
                 }));

@@ -99,6 +99,14 @@ pub struct Timeline {
     pub error: Option<String>,
 }
 
+impl Timeline {
+    /// Where its children fork and its snapshot file is: its end, or for a judged
+    /// branch the end of its horizon, before the judging.
+    pub fn fork_at(&self) -> u64 {
+        self.judged_at_ns.unwrap_or(self.end_ns)
+    }
+}
+
 /// A property across the whole campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PropertySummary {
@@ -628,8 +636,7 @@ impl Coordinator {
             self.state.virtual_ns += t.end_ns - t.from_ns;
             match &r.snapshot {
                 Some(file) if score > 0.0 => {
-                    let moment = t.judged_at_ns.unwrap_or(t.end_ns);
-                    self.state.frontier.push(t.id, moment, score);
+                    self.state.frontier.push(t.id, t.fork_at(), score);
                     self.state.files.add(t.id, file.bytes, t.parent);
                     // A remote executor's result has no in-memory copy: read the file
                     // when a branch forks from it.
