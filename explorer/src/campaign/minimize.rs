@@ -202,9 +202,8 @@ impl Lineage<'_> {
             let mut ending =
                 self.root
                     .advance(&mut session, from, self.root.horizon_ns, &mut Quiet)?;
-            if i == last && ending == Ending::Reached && self.judged_at().is_some() {
-                self.root.judge_now(&mut session, &mut Quiet)?;
-                ending = Ending::Finished;
+            if i == last {
+                ending = self.judged_there(&mut session, ending)?;
             }
             if i == last || ending != Ending::Reached {
                 return Ok(self.judge(&mut session, ending));
@@ -238,6 +237,16 @@ impl Lineage<'_> {
     /// campaign judged it after its horizon.
     fn judged_at(&self) -> Option<u64> {
         self.timelines.last().and_then(|t| t.judged_at_ns)
+    }
+
+    /// A session of the failing timeline's path that reached its judged horizon is
+    /// judged there, as the campaign judged the timeline; the ending after that.
+    fn judged_there(&self, session: &mut Session, ending: Ending) -> Result<Ending, String> {
+        if ending != Ending::Reached || self.judged_at().is_none() {
+            return Ok(ending);
+        }
+        self.root.judge_now(session, &mut Quiet)?;
+        Ok(Ending::Finished)
     }
 
     /// The curve's moments: (virtual time, index of the path timeline that runs there;
@@ -534,10 +543,7 @@ pub fn minimize(
             };
             let mut session = root.start_branch(&snapshots[m], id, &faults)?;
             let mut ending = session.run_to(end_ns, &mut Quiet)?;
-            if ending == Ending::Reached && lineage.judged_at().is_some() {
-                root.judge_now(&mut session, &mut Quiet)?;
-                ending = Ending::Finished;
-            }
+            ending = lineage.judged_there(&mut session, ending)?;
             if ending == Ending::Reached && judged_at_end && session.now() >= root.duration_ns {
                 ending = session.run_to(root.duration_ns + FINISH_LIMIT_NS, &mut Quiet)?;
             }
@@ -621,14 +627,5 @@ mod tests {
         );
         assert_eq!(likely_from(&[point(1, 4), point(2, 3)]), Some(1));
         assert_eq!(likely_from(&[]), None);
-    }
-
-    #[test]
-    fn parallel_results_keep_the_items_order() {
-        let items: Vec<u64> = (0..23).collect();
-        let mut seen = 0;
-        let out = in_parallel(&items, 3, |&i| i * i, |_, _| seen += 1);
-        assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
-        assert_eq!(seen, 23);
     }
 }

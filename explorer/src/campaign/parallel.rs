@@ -36,3 +36,17 @@ pub fn in_parallel<T: Sync, R: Send>(
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+
+    #[test]
+    fn results_keep_the_items_order() {
+        let items: Vec<u64> = (0..23).collect();
+        let mut seen = 0;
+        let out = in_parallel(&items, 3, |&i| i * i, |_, _| seen += 1);
+        assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        assert_eq!(seen, 23);
+    }
+}
