@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use common::cli::{example_home, read_json, run_detvm, text};
+use explorer::observer::Quiet;
 
 fn home() -> &'static Path {
     static HOME: OnceLock<std::path::PathBuf> = OnceLock::new();
@@ -150,6 +151,26 @@ fn a_campaign_finds_the_bug_the_same_way_with_any_jobs_and_replays_it() {
         !from_boot.contains(&format!("T{parent}'s snapshot file")),
         "{from_boot}"
     );
+
+    // Warming a timeline (what opening its page in the notebook starts) keeps snapshots
+    // along it: a moment late in it then starts from one of them, with the same events.
+    let cache = explorer::at_moment::MomentCache::default();
+    let timeline = format!("{campaign_a}/T{id}");
+    explorer::at_moment::warm_timeline(home(), &timeline, &cache, &mut Quiet).unwrap();
+    assert!(cache.size().0 > 0, "nothing kept by the warm-up");
+    let late = explorer::moment::Moment {
+        run: timeline.clone(),
+        vtime_ns: end - 10_000_000,
+    };
+    let start = explorer::at_moment::Start::default();
+    let at = explorer::at_moment::session_at(home(), &late, start, &cache, &mut Quiet).unwrap();
+    assert!(
+        at.started_from
+            .starts_with(&format!("a snapshot of T{id} kept in memory")),
+        "{late}: {}",
+        at.started_from
+    );
+    assert!(at.divergence.is_none(), "{late}: {:?}", at.divergence);
 
     let campaigns = run_detvm(home(), &["campaigns"]);
     assert!(String::from_utf8_lossy(&campaigns.stdout).contains(campaign_a));

@@ -16,7 +16,7 @@ use crate::campaign::store::CampaignStore;
 use crate::campaign::{files, Root, Timeline};
 use crate::moment::{format_vtime, Moment};
 use crate::observer::Observer;
-use crate::run::{check, decision_point, RunError, Session, SessionSnapshot};
+use crate::run::{check, decision_point, RunError, Session, SessionSnapshot, STEP_NS};
 use crate::store::StoredEvent;
 
 fn infra(e: impl std::fmt::Display) -> RunError {
@@ -201,6 +201,43 @@ pub(super) fn session_at(
         divergence,
         base: base.clone(),
     })
+}
+
+/// Replays campaign timeline `C/T<n>` once to its last step, keeping a snapshot every
+/// [`super::EVERY_NS`] on the way (and its path's ends), so that opening any of its
+/// moments later starts at most that far back. Does nothing when the cache keeps
+/// nothing or the timeline's replay is already kept to its end.
+pub fn warm(
+    home: &Path,
+    timeline: &str,
+    cache: &MomentCache,
+    observer: &mut dyn Observer,
+) -> Result<(), RunError> {
+    if !cache.keeps() {
+        return Ok(());
+    }
+    let (campaign, target) = parse(timeline).map_err(RunError::Input)?;
+    let store = CampaignStore::open(home).map_err(infra)?;
+    let Some(t) = store
+        .timelines(campaign)
+        .map_err(infra)?
+        .into_iter()
+        .find(|t| t.id == target)
+    else {
+        return Err(RunError::Input(format!(
+            "campaign {campaign} has no timeline T{target}"
+        )));
+    };
+    // The last step boundary inside the timeline: a moment there has a decision point.
+    let last = t.end_ns / STEP_NS * STEP_NS;
+    if last <= t.from_ns || cache.has(timeline, last / super::EVERY_NS * super::EVERY_NS) {
+        return Ok(());
+    }
+    let moment = Moment {
+        run: timeline.to_string(),
+        vtime_ns: last,
+    };
+    session_at(home, &moment, cache, observer).map(|_| ())
 }
 
 /// The latest known state on the path at or before each level's limit, looking from

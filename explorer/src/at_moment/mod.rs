@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cache::{snapshot_bytes, Base, MomentCache, EVERY_NS, MAX_BYTES};
+pub use campaign::warm as warm_timeline;
 pub use run::warm;
 
 use crate::moment::Moment;

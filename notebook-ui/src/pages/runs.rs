@@ -68,7 +68,7 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
             Ok((tl, v))
         })
         .await?;
-    if tl.is_run() {
+    if tl.is_run() || tl.is_campaign() {
         warm(&state, &tl.id);
     }
     let rec = &v["record"];
@@ -188,8 +188,9 @@ pub async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> 
     ))
 }
 
-/// Fills the moment cache for `run` in the background (a replay of the whole run that
-/// keeps a snapshot every second), so its moments open fast; one at a time per run.
+/// Fills the moment cache for `run` (a stored run, or a campaign timeline `C/T<n>`) in
+/// the background: a replay of the whole of it that keeps a snapshot every second, so
+/// its moments open fast; one at a time per run or timeline.
 fn warm(state: &AppState, run: &str) {
     let db = state.db.clone();
     let run = run.to_string();
@@ -197,7 +198,12 @@ fn warm(state: &AppState, run: &str) {
         .jobs
         .start(&format!("warm:{run}"), false, move |vtime| {
             let mut progress = crate::engine::Progress::new(vtime, false);
-            explorer::at_moment::warm(db.home(), &run, &db.moments, &mut progress)
+            let warmed = if run.contains('/') {
+                explorer::at_moment::warm_timeline(db.home(), &run, &db.moments, &mut progress)
+            } else {
+                explorer::at_moment::warm(db.home(), &run, &db.moments, &mut progress)
+            };
+            warmed
                 .map(|()| serde_json::Value::Null)
                 .map_err(|e| e.to_string())
         });
