@@ -289,12 +289,22 @@ impl Engine {
     }
 
     /// The loaded vCPU's CPU context: the bytes `uc_context_save` copies (see
-    /// [`crate::vcpu::VcpuState::Emu`]). Only between runs.
-    pub fn cpu_context(&self) -> &[u8] {
+    /// [`crate::vcpu::VcpuState::Emu`]), with the bytes no guest can see zeroed (the
+    /// upper parts of the vector registers, the last TLB fill's host return address):
+    /// they hold host addresses, and the same state must give the same bytes in every
+    /// process and on every host. Only between runs.
+    pub fn cpu_context(&self) -> Vec<u8> {
         let len = self.context_size();
         // SAFETY: the context is the first `len` bytes of the live CPUX86State, and no
         // emulation runs while `&self` is held.
-        unsafe { std::slice::from_raw_parts(self.state().cpu.env as *const u8, len) }
+        let live = unsafe { std::slice::from_raw_parts(self.state().cpu.env as *const u8, len) };
+        let mut bytes = live.to_vec();
+        for r in 0..int::ZMM_COUNT {
+            let at = int::ENV_XMM_REGS + r * int::ZMM_SIZE;
+            bytes[at + int::XMM_SIZE..at + int::ZMM_SIZE].fill(0);
+        }
+        bytes[int::ENV_RETADDR..int::ENV_RETADDR + 8].fill(0);
+        bytes
     }
 
     /// Loads `bytes` from [`Self::cpu_context`] of an engine of the same build into the

@@ -48,6 +48,16 @@ pub const ENV_ERROR_CODE: usize = 5384;
 pub const ENV_EXCEPTION_IS_INT: usize = 5388;
 pub const ENV_EXCEPTION_NEXT_EIP: usize = 5392;
 pub const ENV_OLD_EXCEPTION: usize = 5496;
+/// `ZMMReg xmm_regs[32]`: 64 bytes each, of which the guest sees the low 16 (QEMU 5's
+/// TCG has no AVX); helpers copy whole registers through host stack temporaries, so the
+/// rest holds host bytes.
+pub const ENV_XMM_REGS: usize = 824;
+pub const ZMM_SIZE: usize = 64;
+pub const ZMM_COUNT: usize = 32;
+pub const XMM_SIZE: usize = 16;
+/// `uintptr_t retaddr`: the host return address of the last TLB fill, the saved
+/// context's last field (`end_reset_fields` follows it).
+pub const ENV_RETADDR: usize = 5560;
 /// `uint64_t features[FEATURE_WORDS]`, outside the saved context (shared by all vCPUs).
 pub const ENV_FEATURES: usize = 5632;
 pub const SEG_SIZE: usize = 24;

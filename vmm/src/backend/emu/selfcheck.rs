@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use unicorn_engine::{uc_reg_read, uc_x86_mmr, RegisterX86};
+use unicorn_engine::{uc_reg_read, uc_reg_write, uc_x86_mmr, RegisterX86};
 
 use super::engine::unavailable;
 use super::internals::{self as int, PINNED_VERSION};
@@ -134,7 +134,17 @@ fn probe_layout() -> Result<(), String> {
                 "lstar",
             )?;
             check(cpu.env_u64(int::ENV_CSTAR) == 0x5678, "cstar")?;
-            check(cpu.env_u64(int::ENV_FMASK) == 0x4700, "fmask")
+            check(cpu.env_u64(int::ENV_FMASK) == 0x4700, "fmask")?;
+            let xmm5 = [0x0123_4567_89ab_cdefu64, 0xfedc_ba98_7654_3210];
+            // SAFETY: an XMM register written from two u64s.
+            unsafe { uc_reg_write(eng.uc, RegisterX86::XMM5 as i32, xmm5.as_ptr().cast()) };
+            let at = int::ENV_XMM_REGS + 5 * int::ZMM_SIZE;
+            check(
+                cpu.env_u64(at) == xmm5[0] && cpu.env_u64(at + 8) == xmm5[1],
+                "xmm_regs",
+            )?;
+            // The saved context ends right after `retaddr`.
+            check(eng.cpu_context().len() == int::ENV_RETADDR + 8, "retaddr")
         })
         .map_err(|e| e.to_string())?
 }

@@ -738,3 +738,46 @@ fn an_indirect_call_runs_the_code_its_address_maps_to_now() {
         "each call ran the code its address mapped to at the time"
     );
 }
+
+#[test]
+fn saved_cpu_state_holds_no_host_addresses() {
+    // Vector operations done by QEMU helpers through whole-register host temporaries,
+    // and a store through the softmmu TLB (a fill records the host return address of
+    // the generated code in the CPU state), then a halt.
+    let code = [
+        0x66, 0x0f, 0x70, 0xc1, 0x1b, // pshufd xmm0, xmm1, 0x1b
+        0x66, 0x0f, 0x70, 0xd0, 0x4e, // pshufd xmm2, xmm0, 0x4e
+        0x66, 0x0f, 0xfe, 0xc2, //       paddd xmm0, xmm2
+        0xbb, 0x00, 0x30, 0x00, 0x00, // mov ebx, 0x3000
+        0x66, 0x0f, 0x7f, 0x03, //       movdqa [rbx], xmm0
+        0xf4, //                         hlt
+    ];
+    // Both alive at once, so their generated code lies at different host addresses; the
+    // second runs on a deeper host stack, so its temporaries start from other bytes.
+    let mut guests = [guest(&code), guest(&code)];
+    let run_deep = |g: &mut ProbeGuest, depth: usize| {
+        let pad = std::hint::black_box([depth as u8; 4096]);
+        assert_eq!(run(g, &mut Recorder::default(), 1000), VcpuExit::Halted);
+        std::hint::black_box(pad);
+    };
+    let [a, b] = &mut guests;
+    run_deep(a, 0);
+    run_deep(b, 1);
+    let saved: Vec<Vec<u8>> = guests
+        .iter()
+        .map(|g| match g.vcpu.save_state().unwrap() {
+            crate::vcpu::VcpuState::Emu { context, .. } => context,
+            other => panic!("not an emu state: {other:?}"),
+        })
+        .collect();
+    // Equal bytes mean nothing host-specific was saved, so snapshot files of the same
+    // state are the same in every process and on every host.
+    let differ: Vec<usize> = (0..saved[0].len())
+        .filter(|&i| saved[0][i] != saved[1][i])
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "bytes {differ:?} of {} differ",
+        saved[0].len()
+    );
+}

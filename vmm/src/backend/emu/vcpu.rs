@@ -469,7 +469,7 @@ impl Vcpu for EmuVcpu {
             Some(other) => return Err(backend_err(0, format!("unexpected pending {other:?}"))),
         };
         Ok(VcpuState::Emu {
-            context: eng.cpu_context().to_vec(),
+            context: eng.cpu_context(),
             retired: self.retired,
             pending_triple_fault,
         })
