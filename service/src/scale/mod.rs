@@ -1,7 +1,8 @@
 //! The parts campaigns spread over hosts are built from (docs/scale-out.md): the work
-//! queue in PostgreSQL and snapshot objects in an object store.
+//! queue in PostgreSQL, and snapshots, projects and images in an object store.
 
 pub mod executor;
 pub mod load;
 pub mod objects;
+pub mod project;
 pub mod queue;
