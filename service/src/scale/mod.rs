@@ -5,4 +5,6 @@ pub mod executor;
 pub mod load;
 pub mod objects;
 pub mod project;
+#[cfg(test)]
+mod project_tests;
 pub mod queue;
