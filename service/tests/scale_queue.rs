@@ -92,6 +92,14 @@ fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
     std::thread::sleep(Duration::from_millis(1300));
     let again = b.take(lease).unwrap().expect("the lease expired");
     assert_eq!(again.leases, 2);
+    assert!(
+        !a.renew(&first, lease).unwrap(),
+        "a lapsed lease is not renewed while another worker holds the item"
+    );
+    assert!(
+        b.renew(&again, lease).unwrap(),
+        "the holder's lease is renewed"
+    );
     let child = Item {
         campaign: "c".into(),
         timeline: 1,
@@ -281,4 +289,29 @@ fn an_item_whose_every_read_dies_is_given_up_and_stops_its_campaign() {
     assert_eq!((results.len(), results[0].reads), (1, MAX_READS + 1));
     assert_eq!(results[0].worker, "last");
     assert_eq!(q.pending("c").unwrap(), 0, "nothing left to read again");
+}
+
+#[test]
+fn a_late_renewal_of_a_lapsed_lease_leaves_the_new_holders_lease_as_it_was() {
+    let pg = support::postgres();
+    let a = Queue::connect(&pg.url, "late").unwrap();
+    let b = Queue::connect(&pg.url, "next").unwrap();
+    a.enqueue(&[Item {
+        campaign: "late".into(),
+        timeline: 0,
+        body: json!({}),
+    }])
+    .unwrap();
+    let lease = Duration::from_secs(1);
+    let first = a.take(lease).unwrap().expect("the item");
+    std::thread::sleep(Duration::from_millis(1300));
+    let again = b.take(lease).unwrap().expect("the lease lapsed");
+    // The first holder wakes up and tries to renew for long: refused, and rolled back.
+    assert!(!a.renew(&first, Duration::from_secs(30)).unwrap());
+    std::thread::sleep(Duration::from_millis(1300));
+    let third = a
+        .take(lease)
+        .unwrap()
+        .expect("the second holder's 1 s lease lapsed as it was, not extended to 30 s");
+    assert_eq!((again.leases, third.leases), (2, 3));
 }

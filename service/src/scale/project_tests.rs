@@ -94,7 +94,9 @@ fn a_bare_worker_gets_the_project_and_images_once_and_the_fingerprint_decides() 
     let first = upload(&objects, &coordinator, "c1", &mut BTreeSet::new()).unwrap();
     assert!(store_dir.join("c1/project.bundle").is_file());
     assert_eq!(
-        std::fs::read_dir(store_dir.join("images/sha256")).unwrap().count(),
+        std::fs::read_dir(store_dir.join("images/sha256"))
+            .unwrap()
+            .count(),
         6,
         "two images: a manifest, a config and a layer each"
     );
