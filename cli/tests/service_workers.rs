@@ -378,4 +378,17 @@ fn workers_give_the_one_host_tree_through_a_killed_worker_and_a_killed_server() 
         assert!(h.join("images/index.json").is_file(), "images loaded");
     }
     assert_eq!(by_hidden, 8, "every branch ran on a hidden worker: {ran:?}");
+    // The finished campaign's objects are deleted; the shared image blobs stay.
+    for (k, v) in aws {
+        std::env::set_var(k, v);
+    }
+    let store = detvm_service::scale::objects::Objects::open(OBJECTS).unwrap();
+    assert!(!store.exists(&format!("{campaign}/project.bundle")).unwrap());
+    assert!(!store.exists(&format!("{campaign}/inputs.json")).unwrap());
+    let image = detvm_images::Store::open(home.join("images"))
+        .unwrap()
+        .resolve("detvm-examples/kv-server:1")
+        .unwrap();
+    let blob = detvm_service::scale::project::blob_key(&image.digest).unwrap();
+    assert!(store.exists(&blob).unwrap(), "{blob} kept");
 }

@@ -145,4 +145,9 @@ fn a_bare_worker_gets_the_project_and_images_once_and_the_fingerprint_decides() 
         .expect("refused")
         .to_string();
     assert!(err.contains("c1: the compose file changed"), "{err}");
+
+    // A finished campaign's objects go; another campaign's stay.
+    assert!(objects.delete_under("c1").unwrap() >= 1);
+    assert!(!objects.exists("c1/project.bundle").unwrap());
+    assert!(objects.exists("c2/project.bundle").unwrap());
 }
