@@ -187,9 +187,10 @@ pub struct ServeArgs {
     /// (`postgres://user@host/db`) instead of this host's threads (docs/scale-out.md).
     #[arg(long, env = "DETVM_QUEUE")]
     pub queue: Option<String>,
-    /// Hand snapshots to workers through this object store (`s3://bucket/prefix`,
-    /// configured by the `AWS_*` variables, or `file:///shared/path`) instead of a
-    /// `.detvm` folder shared with them. Needs --queue.
+    /// Hand campaigns to workers through this object store (`s3://bucket/prefix`,
+    /// configured by the `AWS_*` variables, or `file:///shared/path`): each campaign's
+    /// project (compose file and the files it names), its images' blobs, inputs and
+    /// snapshots, so workers need no folder shared with this host. Needs --queue.
     #[arg(long, env = "DETVM_OBJECTS", requires = "queue")]
     pub objects: Option<String>,
     /// Largest bundle accepted, compressed, e.g. `4GiB`.
@@ -260,15 +261,17 @@ pub struct WorkerArgs {
     /// or lost the database loses its item to another (whole seconds, at least 1 s).
     #[arg(long, default_value = "60s", value_parser = explorer::compose::parse_duration)]
     pub lease: Duration,
-    /// The object store of `detvm serve --objects`: campaign inputs and parent snapshots
-    /// are fetched from it into this host's `.detvm`, branch snapshots uploaded to it.
+    /// The object store of `detvm serve --objects`: each campaign's project, the images
+    /// this host's store lacks, its inputs and parent snapshots are fetched from it into
+    /// this host's `.detvm`, branch snapshots uploaded to it. Without it the server's
+    /// `.detvm` and compose file must be at the same paths here, and its images loaded.
     #[arg(long, env = "DETVM_OBJECTS")]
     pub objects: Option<String>,
 }
 
-/// `detvm worker`: runs campaign branches from the work queue until Ctrl-C. Snapshots
-/// come through `--objects`, or from campaign folders shared with the server
-/// (docs/scale-out.md).
+/// `detvm worker`: runs campaign branches from the work queue until Ctrl-C. Projects,
+/// images and snapshots come through `--objects`, or from campaign folders shared with
+/// the server (docs/scale-out.md).
 pub fn worker(args: WorkerArgs) -> ExitCode {
     let home = crate::run_cmd::home();
     let name = format!(

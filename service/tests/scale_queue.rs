@@ -2,14 +2,17 @@
 //! S3 server (moto), both started here on loopback: workers sharing a campaign give the
 //! same tree as one; a worker killed with SIGKILL mid-item loses nothing (its lease
 //! lapses, the item is redone) and duplicates nothing; a live worker's lease is renewed
-//! past its length, so a slow item is not redone.
+//! past its length, so a slow item is not redone; an item whose every read dies is
+//! given up after `MAX_READS` reads and stops its campaign with an error naming it.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use detvm_service::scale::executor::{serve_items, QueueExecutor, WorkerSetup, MAX_READS};
 use detvm_service::scale::load::{result_of, seed, work, Load};
 use detvm_service::scale::objects::Objects;
 use detvm_service::scale::queue::{Item, Queue};
@@ -89,6 +92,14 @@ fn a_result_and_its_new_items_commit_together_and_duplicates_change_nothing() {
     std::thread::sleep(Duration::from_millis(1300));
     let again = b.take(lease).unwrap().expect("the lease expired");
     assert_eq!(again.leases, 2);
+    assert!(
+        !a.renew(&first, lease).unwrap(),
+        "a lapsed lease is not renewed while another worker holds the item"
+    );
+    assert!(
+        b.renew(&again, lease).unwrap(),
+        "the holder's lease is renewed"
+    );
     let child = Item {
         campaign: "c".into(),
         timeline: 1,
@@ -222,4 +233,85 @@ fn snapshots_go_through_a_real_s3_server_and_a_shared_folder() {
         o.get_file("c1/T0.dsnap", &back).unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), bytes, "{url}");
     }
+}
+
+#[test]
+fn an_item_whose_every_read_dies_is_given_up_and_stops_its_campaign() {
+    let pg = support::postgres();
+    let lease = Duration::from_secs(1);
+    let q = Queue::connect(&pg.url, "dying").unwrap();
+    q.enqueue(&[Item {
+        campaign: "c".into(),
+        timeline: 3,
+        body: json!({}),
+    }])
+    .unwrap();
+    // MAX_READS workers take it and die with it: nobody completes, each lease lapses.
+    for read in 1..=MAX_READS {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            if let Some(h) = q.take(lease).unwrap() {
+                break h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "read {read}: the lease never lapsed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(held.leases, read);
+    }
+    assert!(q.results("c").unwrap().is_empty(), "not given up yet");
+    // A real worker loop reads it once more and commits it as given up.
+    let stop = AtomicBool::new(false);
+    let home = tempfile::tempdir().unwrap();
+    let setup = WorkerSetup {
+        queue: &pg.url,
+        home: home.path(),
+        name: "last",
+        lease,
+        objects: None,
+    };
+    let coordinator = QueueExecutor::connect(&pg.url, None, home.path()).unwrap();
+    let error = std::thread::scope(|s| {
+        let worker = s.spawn(|| serve_items(&setup, &stop, |_| {}));
+        let error = coordinator.wait_results("c", &[3]).map(|_| ()).unwrap_err();
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(worker.join().unwrap().unwrap(), 1, "one item completed");
+        error
+    });
+    let text = error.to_string();
+    assert!(
+        text.contains("c/T3: given up after 5 reads"),
+        "the campaign stops naming the item and why: {text}"
+    );
+    let results = q.results("c").unwrap();
+    assert_eq!((results.len(), results[0].reads), (1, MAX_READS + 1));
+    assert_eq!(results[0].worker, "last");
+    assert_eq!(q.pending("c").unwrap(), 0, "nothing left to read again");
+}
+
+#[test]
+fn a_late_renewal_of_a_lapsed_lease_leaves_the_new_holders_lease_as_it_was() {
+    let pg = support::postgres();
+    let a = Queue::connect(&pg.url, "late").unwrap();
+    let b = Queue::connect(&pg.url, "next").unwrap();
+    a.enqueue(&[Item {
+        campaign: "late".into(),
+        timeline: 0,
+        body: json!({}),
+    }])
+    .unwrap();
+    let lease = Duration::from_secs(1);
+    let first = a.take(lease).unwrap().expect("the item");
+    std::thread::sleep(Duration::from_millis(1300));
+    let again = b.take(lease).unwrap().expect("the lease lapsed");
+    // The first holder wakes up and tries to renew for long: refused, and rolled back.
+    assert!(!a.renew(&first, Duration::from_secs(30)).unwrap());
+    std::thread::sleep(Duration::from_millis(1300));
+    let third = a
+        .take(lease)
+        .unwrap()
+        .expect("the second holder's 1 s lease lapsed as it was, not extended to 30 s");
+    assert_eq!((again.leases, third.leases), (2, 3));
 }

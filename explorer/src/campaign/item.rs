@@ -247,8 +247,21 @@ impl Worker {
         campaign: &str,
         observer: &mut dyn Observer,
     ) -> Result<Worker, RunError> {
+        Self::open_with_project(home, campaign, None, observer)
+    }
+
+    /// [`Worker::open`] with the campaign's compose file (and fault plan) read from the
+    /// folder `project` instead of where the coordinator had them: a copy of the project
+    /// on this host. Its contents must still match the campaign's fingerprint.
+    pub fn open_with_project(
+        home: &Path,
+        campaign: &str,
+        project: Option<&Path>,
+        observer: &mut dyn Observer,
+    ) -> Result<Worker, RunError> {
         let dir = super::campaigns_dir(home).join(campaign);
-        let (root, scratch) = super::replay::open_root(home, &dir, campaign, observer)?;
+        let (root, scratch) =
+            super::replay::open_root_moved(home, &dir, campaign, project, observer)?;
         Ok(Worker {
             root,
             dir,

@@ -62,7 +62,22 @@ pub(crate) fn open_root(
     what: &str,
     observer: &mut dyn Observer,
 ) -> Result<(Root, tempfile::TempDir), RunError> {
-    let inputs = RunInputs::load(dir)?;
+    open_root_moved(home, dir, what, None, observer)
+}
+
+/// [`open_root`] with the compose file's folder at `project` when given (a copy of the
+/// campaign's project, e.g. a worker's download: [`RunInputs::moved_to`]).
+pub(crate) fn open_root_moved(
+    home: &Path,
+    dir: &Path,
+    what: &str,
+    project: Option<&Path>,
+    observer: &mut dyn Observer,
+) -> Result<(Root, tempfile::TempDir), RunError> {
+    let mut inputs = RunInputs::load(dir)?;
+    if let Some(project) = project {
+        inputs = inputs.moved_to(project)?;
+    }
     let extra: CampaignInputs = std::fs::read(dir.join(FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

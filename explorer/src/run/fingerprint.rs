@@ -30,6 +30,15 @@ fn image_names(images: &[PathBuf]) -> Vec<Option<&std::ffi::OsStr>> {
     images.iter().map(|p| p.file_name()).collect()
 }
 
+/// The guest kernel and agent are cached under a folder named by the hash of their
+/// sources (`…/kernel/<hash>/vmlinux`): that folder and the file name say which build
+/// it is, wherever the cache is (`$DETVM_CACHE`, another user's home on a worker).
+fn build_name(path: &Path) -> Vec<&std::ffi::OsStr> {
+    let mut tail: Vec<_> = path.iter().rev().take(2).collect();
+    tail.reverse();
+    tail
+}
+
 impl Fingerprint {
     /// The first difference from `then` (the run's), as the error a replay stops with.
     pub fn same_as(&self, then: &Fingerprint) -> Result<(), String> {
@@ -37,9 +46,9 @@ impl Fingerprint {
             "the compose file"
         } else if self.plan != then.plan {
             "the fault plan"
-        } else if self.kernel != then.kernel {
+        } else if build_name(&self.kernel) != build_name(&then.kernel) {
             "the guest kernel build"
-        } else if self.initrd != then.initrd {
+        } else if build_name(&self.initrd) != build_name(&then.initrd) {
             "the guest agent build"
         } else if image_names(&self.images) != image_names(&then.images) {
             "a service's image"
@@ -74,5 +83,22 @@ mod tests {
         let other = with_images(&["/srv/.detvm/images/rootfs/bb.sqfs"]);
         let err = other.same_as(&server).unwrap_err();
         assert!(err.starts_with("a service's image changed"), "{err}");
+    }
+
+    #[test]
+    fn kernel_and_agent_are_compared_by_their_build_hash_not_the_cache_folder() {
+        let server = with_images(&[]);
+        let mut worker = server.clone();
+        worker.kernel = "/home/w/.cache/detvm/kernel/k1/vmlinux".into();
+        worker.initrd = "/var/cache/detvm/agent/a1/initramfs.cpio".into();
+        assert_eq!(worker.same_as(&server), Ok(()));
+        let mut other = worker.clone();
+        other.kernel = "/home/w/.cache/detvm/kernel/k2/vmlinux".into();
+        let err = other.same_as(&server).unwrap_err();
+        assert!(err.starts_with("the guest kernel build changed"), "{err}");
+        let mut other = worker;
+        other.initrd = "/var/cache/detvm/agent/a2/initramfs.cpio".into();
+        let err = other.same_as(&server).unwrap_err();
+        assert!(err.starts_with("the guest agent build changed"), "{err}");
     }
 }

@@ -92,6 +92,34 @@ impl RunInputs {
 }
 
 impl RunInputs {
+    /// These inputs with the compose file's folder at `dir` instead (a copy of the
+    /// project on another host, e.g. a worker's): the compose file and the fault plan are
+    /// looked up there, by their places relative to the compose file. Nothing else
+    /// changes: [`RunInputs::prepare_again`] still compares the contents (compose file,
+    /// fault plan, images, kernel, agent) with the fingerprint.
+    pub fn moved_to(&self, dir: &Path) -> Result<RunInputs, RunError> {
+        let old = self.compose.parent().unwrap_or(Path::new("/"));
+        let name = self
+            .compose
+            .file_name()
+            .ok_or_else(|| RunError::Input(format!("{}: not a file", self.compose.display())))?;
+        let faults = match &self.faults {
+            None => None,
+            Some(f) => Some(dir.join(f.strip_prefix(old).map_err(|_| {
+                RunError::Input(format!(
+                    "{}: the fault plan is outside the compose file's folder {}, so it cannot move with it",
+                    f.display(),
+                    old.display()
+                ))
+            })?)),
+        };
+        Ok(RunInputs {
+            compose: dir.join(name),
+            faults,
+            ..self.clone()
+        })
+    }
+
     /// Prepares the run again from these inputs and refuses, naming what changed, when
     /// the compose file, fault plan, kernel, agent or an image differ from then.
     /// `what` names the moment or run in the error.
@@ -108,5 +136,53 @@ impl RunInputs {
             .same_as(&self.fingerprint)
             .map_err(|e| RunError::Input(format!("{what}: {e}")))?;
         Ok((opts, prepared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(faults: Option<&str>) -> RunInputs {
+        RunInputs {
+            compose: "/srv/jobs/j1/files/docker-compose.yaml".into(),
+            faults: faults.map(PathBuf::from),
+            no_faults: false,
+            vars: vec![("A".into(), "1".into())],
+            kvm: false,
+            seed: 5,
+            duration_ns: 4_000_000_000,
+            epoch: 1,
+            fingerprint: Fingerprint {
+                compose_sha256: "sha256:c".into(),
+                plan: "{}".into(),
+                kernel: "/k/vmlinux".into(),
+                initrd: "/a/initramfs.cpio".into(),
+                images: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn moving_keeps_the_files_places_relative_to_the_compose_file() {
+        let then = inputs(Some("/srv/jobs/j1/files/plans/kill.yaml"));
+        let moved = then.moved_to(Path::new("/w/c1/project/files")).unwrap();
+        assert_eq!(
+            moved.compose,
+            Path::new("/w/c1/project/files/docker-compose.yaml")
+        );
+        assert_eq!(
+            moved.faults.as_deref(),
+            Some(Path::new("/w/c1/project/files/plans/kill.yaml"))
+        );
+        assert_eq!(moved.fingerprint, then.fingerprint);
+        assert_eq!((moved.seed, &moved.vars), (then.seed, &then.vars));
+    }
+
+    #[test]
+    fn a_fault_plan_outside_the_compose_folder_cannot_move() {
+        let then = inputs(Some("/etc/plan.yaml"));
+        let err = then.moved_to(Path::new("/w")).unwrap_err().to_string();
+        assert!(err.contains("outside the compose file's folder"), "{err}");
     }
 }

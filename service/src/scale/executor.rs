@@ -6,9 +6,11 @@
 //! coordinator uploads the campaign's inputs and each item's parent snapshot (and the
 //! files it is incremental against), workers download what they lack into their own
 //! `.detvm` and upload the snapshot their branch ended with, and the coordinator
-//! downloads that. Without one, the campaign's folder must be the same on every host
-//! (a shared `.detvm`, e.g. over NFS). Either way the campaign's compose file and
-//! images must be readable at the same paths on every worker (docs/scale-out.md).
+//! downloads that; the campaign's project (compose file and the files it names) and
+//! its images travel the same way ([`super::project`]), so a worker needs nothing but
+//! the queue and the store. Without one, the campaign's folder must be the same on every
+//! host (a shared `.detvm`, e.g. over NFS), the compose file readable at the server's
+//! path and the images in each worker's store (docs/scale-out.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use explorer::run::RunError;
 use serde::{Deserialize, Serialize};
 
 use super::objects::Objects;
+use super::project;
 use super::queue::{Item, Leased, Queue};
 
 /// Reads after which an item is given up (committed as an error): a branch that kills
@@ -97,11 +100,13 @@ impl QueueExecutor {
         Ok(files)
     }
 
-    /// Puts the campaign's inputs and these snapshot files into the object store.
+    /// Puts the campaign's project, images, inputs and these snapshot files into the
+    /// object store (each once).
     fn upload(&mut self, campaign: &str, snapshots: &BTreeSet<String>) -> Result<(), RunError> {
         let Some(objects) = &self.objects else {
             return Ok(());
         };
+        project::upload(objects, &self.home, campaign, &mut self.uploaded)?;
         let dir = campaigns_dir(&self.home).join(campaign);
         let files = INPUT_FILES
             .iter()
@@ -167,46 +172,63 @@ impl Executor for QueueExecutor {
         // A campaign resumed after its coordinator stopped queues its round again:
         // items already queued or done are left as they are.
         self.queue.enqueue(&queued).map_err(infra)?;
+        let timelines: Vec<i64> = queued.iter().map(|q| q.timeline).collect();
         loop {
-            let mut done: BTreeMap<i64, serde_json::Value> = self
-                .queue
-                .results(&campaign)
-                .map_err(infra)?
-                .into_iter()
-                .map(|d| (d.timeline, d.body))
-                .collect();
-            if !queued.iter().all(|q| done.contains_key(&q.timeline)) {
-                std::thread::sleep(self.poll);
-                continue;
-            }
-            let mut results = Vec::new();
+            let results = self.wait_results(&campaign, &timelines)?;
+            // A result whose snapshot file was lost (e.g. cleared as a stray when this
+            // campaign resumed) is run again, which gives the same result.
             let mut redo = Vec::new();
-            for q in &queued {
-                let body = done.remove(&q.timeline).unwrap_or_default();
-                match serde_json::from_value::<Outcome>(body).map_err(infra)? {
-                    Outcome::GaveUp { error } => {
-                        return Err(infra(format!("{}/T{}: {error}", campaign, q.timeline)))
-                    }
-                    Outcome::Ran(r) => {
-                        let lost = r
-                            .snapshot
-                            .as_ref()
-                            .is_some_and(|s| !self.fetch_snapshot(&campaign, &s.file));
-                        if lost {
-                            redo.push(q.clone());
-                        }
-                        results.push(*r);
-                    }
+            for (q, r) in queued.iter().zip(&results) {
+                let lost = r
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|s| !self.fetch_snapshot(&campaign, &s.file));
+                if lost {
+                    redo.push(q);
                 }
             }
             if redo.is_empty() {
                 return Ok(results);
             }
-            // Their snapshot files were lost (e.g. cleared as strays when this campaign
-            // resumed): run those branches again, which gives the same results.
-            for q in &redo {
+            for q in redo {
                 self.queue.redo(q).map_err(infra)?;
             }
+        }
+    }
+}
+
+impl QueueExecutor {
+    /// Waits until each of `timelines` of `campaign` has a result and returns them in
+    /// that order. An item given up (read more than [`MAX_READS`] times) stops here with
+    /// an error naming it (`C/T`) and why: the campaign cannot go on without it.
+    pub fn wait_results(
+        &self,
+        campaign: &str,
+        timelines: &[i64],
+    ) -> Result<Vec<ItemResult>, RunError> {
+        loop {
+            let mut done: BTreeMap<i64, serde_json::Value> = self
+                .queue
+                .results(campaign)
+                .map_err(infra)?
+                .into_iter()
+                .map(|d| (d.timeline, d.body))
+                .collect();
+            if !timelines.iter().all(|t| done.contains_key(t)) {
+                std::thread::sleep(self.poll);
+                continue;
+            }
+            let mut results = Vec::new();
+            for t in timelines {
+                let body = done.remove(t).unwrap_or_default();
+                match serde_json::from_value::<Outcome>(body).map_err(infra)? {
+                    Outcome::GaveUp { error } => {
+                        return Err(infra(format!("{campaign}/T{t}: {error}")))
+                    }
+                    Outcome::Ran(r) => results.push(*r),
+                }
+            }
+            return Ok(results);
         }
     }
 }
@@ -280,8 +302,8 @@ pub fn serve_items(
     Ok(count)
 }
 
-/// Runs one leased item: its campaign's inputs and parent snapshots fetched first when
-/// there is an object store, its branch's snapshot uploaded after.
+/// Runs one leased item: its campaign's inputs, project, images and parent snapshots
+/// fetched first when there is an object store, its branch's snapshot uploaded after.
 fn run_one(
     leased: &Leased,
     setup: &WorkerSetup,
@@ -311,7 +333,13 @@ fn run_one(
         }
     }
     if !workers.contains_key(&item.campaign) {
-        let w = Worker::open(setup.home, &item.campaign, &mut Quiet)?;
+        // With an object store the compose file is this home's copy of the project, and
+        // the images are loaded here first, so `x-detvm.prepare` has nothing to build.
+        let project = objects
+            .map(|o| project::fetch(o, setup.home, &item.campaign))
+            .transpose()?;
+        let w =
+            Worker::open_with_project(setup.home, &item.campaign, project.as_deref(), &mut Quiet)?;
         workers.insert(item.campaign.clone(), w);
     }
     let worker = workers.get_mut(&item.campaign).expect("opened above");

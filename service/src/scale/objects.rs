@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutPayload};
 
@@ -84,5 +85,25 @@ impl Objects {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(err(e)),
         }
+    }
+
+    /// Deletes every object under `prefix` (whole path segments: `c1` is not `c12`);
+    /// returns how many.
+    pub fn delete_under(&self, prefix: &str) -> Result<usize, ObjectsError> {
+        let k = self.key(prefix);
+        self.runtime
+            .block_on(async {
+                let keys: Vec<Key> = self
+                    .store
+                    .list(Some(&k))
+                    .map_ok(|m| m.location)
+                    .try_collect()
+                    .await?;
+                for key in &keys {
+                    self.store.delete(key).await?;
+                }
+                Ok::<_, object_store::Error>(keys.len())
+            })
+            .map_err(err)
     }
 }

@@ -340,21 +340,23 @@ pub struct Done {
 }
 
 async fn renew(pgmq: &PGMQueueExt, held: &Leased, lease: Duration) -> Result<bool, QueueError> {
-    // pgmq's set_vt renews whoever holds the message: look first that it is still ours
-    // (the same read), and renew in the same statement's transaction.
+    // pgmq's set_vt renews whoever holds the message and returns it with its read
+    // count: when that is not our read (our lease lapsed and another worker read it),
+    // the renewal is rolled back and the other's lease stays as it was.
     let mut tx = pgmq.connection.begin().await?;
-    let reads: Option<i32> = sqlx::query_scalar(&format!(
-        "SELECT read_ct FROM pgmq.q_{QUEUE} WHERE msg_id = $1 FOR UPDATE"
-    ))
-    .bind(held.msg_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if reads != Some(held.leases) {
+    let message: Message<Item> = match pgmq
+        .set_vt_with_cxn(QUEUE, held.msg_id, lease_secs(lease), &mut *tx)
+        .await
+    {
+        Ok(m) => m,
+        // No such message: the item is done (its message deleted).
+        Err(pgmq::PgmqError::DatabaseError(sqlx::Error::RowNotFound)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if message.read_ct != held.leases {
+        tx.rollback().await?;
         return Ok(false);
     }
-    let _: Message<Item> = pgmq
-        .set_vt_with_cxn(QUEUE, held.msg_id, lease_secs(lease), &mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(true)
 }

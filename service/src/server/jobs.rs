@@ -265,6 +265,14 @@ impl Jobs {
                 campaign::explore_with(&opts, &mut log, &self.stop, Some(&mut exec))
             }),
         };
+        if let (Ok(report), Some(url)) = (
+            &result,
+            self.scale.as_ref().and_then(|s| s.objects.as_deref()),
+        ) {
+            if report.stopped != "interrupted" {
+                self.delete_objects(id, url, &report.campaign);
+            }
+        }
         self.update(id, |j| match result {
             Ok(report) => {
                 let failed = report.failed();
@@ -291,6 +299,20 @@ impl Jobs {
                 j.error = Some(e.to_string());
             }
         });
+    }
+}
+
+impl Jobs {
+    /// A finished campaign's objects (its project, inputs and snapshots: `C/…`) are
+    /// no longer needed by any worker; image blobs, shared by campaigns, stay.
+    fn delete_objects(&self, id: &str, url: &str, campaign: &str) {
+        let line = match crate::scale::objects::Objects::open(url)
+            .and_then(|o| o.delete_under(campaign))
+        {
+            Ok(n) => format!("the campaign's {n} objects deleted from the object store"),
+            Err(e) => format!("warning: the campaign's objects were not deleted: {e}"),
+        };
+        self.update(id, |j| j.log.push(line));
     }
 }
 

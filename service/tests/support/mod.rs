@@ -25,11 +25,12 @@ fn free_port() -> u16 {
 pub struct Service {
     pub url: String,
     pub port: u16,
+    what: &'static str,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-fn start(what: &str) -> Service {
+fn start(what: &'static str) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -60,6 +61,7 @@ fn start(what: &str) -> Service {
     Service {
         url,
         port,
+        what,
         child,
         _dir: dir,
     }
@@ -90,9 +92,15 @@ pub fn s3() -> Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        // SIGTERM: postgres shuts down fast and its children with it.
+        // postgres: SIGINT is its fast shutdown, which ends its clients' sessions too
+        // (SIGTERM would wait for every client, e.g. a worker a failed test left behind).
+        let signal = if self.what == "postgres" {
+            "-INT"
+        } else {
+            "-TERM"
+        };
         let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
+            .args([signal, &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
     }
