@@ -127,6 +127,13 @@ impl MomentCache {
         }
         inner.clock += 1;
         let clock = inner.clock;
+        // Another replay (a warm-up, a second tab) may have built this key's base while
+        // this one did: keep the first, so every snapshot kept for the key refers to the
+        // volumes of the base that stays (a replaced base's scratch folder goes with it).
+        if let Some((kept, used)) = inner.bases.get_mut(key) {
+            *used = clock;
+            return Ok(kept.clone());
+        }
         inner.bases.insert(key.to_string(), (base.clone(), clock));
         while inner.bases.len() > MAX_BASES {
             let oldest = inner
@@ -232,5 +239,55 @@ impl MomentCache {
         let mut inner = self.lock();
         inner.snapshots.clear();
         inner.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_base() -> Base {
+        Base::Run {
+            plan: WorldPlan {
+                config: vmm::world::WorldConfig {
+                    seed: 0,
+                    nodes: Vec::new(),
+                    network: Default::default(),
+                    faults: Default::default(),
+                },
+                services: Vec::new(),
+            },
+            seed: 0,
+            duration_ns: 0,
+            _scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_base_built_by_two_replays_at_once_is_kept_once() {
+        let cache = MomentCache::default();
+        // Both replays miss before either has built the base.
+        let both_missed = std::sync::Barrier::new(2);
+        let bases: Vec<Arc<Base>> = std::thread::scope(|s| {
+            let replays: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        cache
+                            .base("r1", || {
+                                both_missed.wait();
+                                Ok::<_, ()>(empty_base())
+                            })
+                            .unwrap()
+                    })
+                })
+                .collect();
+            replays.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        // One base, so snapshots either replay keeps refer to volumes that stay.
+        assert!(Arc::ptr_eq(&bases[0], &bases[1]));
+        assert!(Arc::ptr_eq(
+            &bases[0],
+            &cache.base("r1", || Err(())).unwrap()
+        ));
     }
 }
