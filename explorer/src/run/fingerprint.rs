@@ -16,6 +16,35 @@ pub struct Fingerprint {
     pub initrd: PathBuf,
     /// Each service's rootfs image file (content-addressed in the image store).
     pub images: Vec<PathBuf>,
+    /// What `.env`, `env_file` and `--var` values made of the services (see
+    /// [`resolved_sha256`]); absent in runs stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_sha256: Option<String>,
+}
+
+/// A digest of the services as resolved: images, entrypoints, commands, environments
+/// (after `env_file`), working folders and users. The compose file's bytes are hashed
+/// apart; this catches a changed `.env`, `env_file` or `--var` value that the file's
+/// bytes do not show. Built from named fields, so it does not depend on how Rust
+/// prints a value.
+pub fn resolved_sha256(compose: &crate::compose::Compose) -> String {
+    let services: Vec<serde_json::Value> = compose
+        .services
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "image": s.image,
+                "entrypoint": s.entrypoint,
+                "command": s.command,
+                "environment": s.environment,
+                "working_dir": s.working_dir,
+                "user": s.user,
+            })
+        })
+        .collect();
+    let text = serde_json::Value::Array(services).to_string();
+    detvm_images::digest::of_bytes(text.as_bytes())
 }
 
 pub fn sha256_of(path: &Path) -> Result<String, RunError> {
@@ -52,6 +81,9 @@ impl Fingerprint {
             "the guest agent build"
         } else if image_names(&self.images) != image_names(&then.images) {
             "a service's image"
+        } else if matches!((&self.resolved_sha256, &then.resolved_sha256), (Some(a), Some(b)) if a != b)
+        {
+            "what the compose file resolves to (its .env, env_file or --var values)"
         } else {
             return Ok(());
         };
@@ -71,6 +103,7 @@ mod tests {
             plan: "{}".into(),
             kernel: "/cache/kernel/k1/vmlinux".into(),
             initrd: "/cache/agent/a1/initramfs.cpio".into(),
+            resolved_sha256: Some("sha256:r".into()),
             images: images.iter().map(PathBuf::from).collect(),
         }
     }
@@ -83,6 +116,41 @@ mod tests {
         let other = with_images(&["/srv/.detvm/images/rootfs/bb.sqfs"]);
         let err = other.same_as(&server).unwrap_err();
         assert!(err.starts_with("a service's image changed"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_env_file_is_named_and_older_runs_still_compare() {
+        let dir = tempfile::tempdir().unwrap();
+        let compose = dir.path().join("compose.yaml");
+        std::fs::write(
+            &compose,
+            "services:\n  w:\n    image: x\n    command: [\"${MODE}\"]\n    env_file: app.env\n",
+        )
+        .unwrap();
+        let resolved = |env: &str, app: &str| {
+            std::fs::write(dir.path().join(".env"), env).unwrap();
+            std::fs::write(dir.path().join("app.env"), app).unwrap();
+            let c = crate::compose::load(&compose).unwrap();
+            Fingerprint {
+                resolved_sha256: Some(resolved_sha256(&c)),
+                ..with_images(&[])
+            }
+        };
+        let then = resolved("MODE=fast\n", "A=1\n");
+        assert_eq!(resolved("MODE=fast\n", "A=1\n").same_as(&then), Ok(()));
+        for now in [
+            resolved("MODE=fast\n", "A=2\n"),
+            resolved("MODE=slow\n", "A=1\n"),
+        ] {
+            let err = now.same_as(&then).unwrap_err();
+            assert!(err.contains(".env, env_file or --var"), "{err}");
+        }
+        // A run stored before the digest was recorded compares on the rest.
+        let older = Fingerprint {
+            resolved_sha256: None,
+            ..then.clone()
+        };
+        assert_eq!(then.same_as(&older), Ok(()));
     }
 
     #[test]

@@ -158,6 +158,7 @@ mod tests {
                 plan: "{}".into(),
                 kernel: "/k/vmlinux".into(),
                 initrd: "/a/initramfs.cpio".into(),
+                resolved_sha256: None,
                 images: Vec::new(),
             },
         }

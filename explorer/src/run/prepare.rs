@@ -145,6 +145,7 @@ impl Prepared {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             images: self.images.iter().map(|(p, _)| p.clone()).collect(),
+            resolved_sha256: Some(super::fingerprint::resolved_sha256(&self.compose)),
         })
     }
 
