@@ -156,7 +156,7 @@ fn a_campaign_finds_the_bug_the_same_way_with_any_jobs_and_replays_it() {
     // along it: a moment late in it then starts from one of them, with the same events.
     let cache = explorer::at_moment::MomentCache::default();
     let timeline = format!("{campaign_a}/T{id}");
-    explorer::at_moment::warm_timeline(home(), &timeline, &cache, &mut Quiet).unwrap();
+    explorer::at_moment::warm(home(), &timeline, &cache, &mut Quiet).unwrap();
     assert!(cache.size().0 > 0, "nothing kept by the warm-up");
     let late = explorer::moment::Moment {
         run: timeline.clone(),

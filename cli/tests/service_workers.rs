@@ -58,7 +58,19 @@ impl Drop for Workers {
 }
 
 fn worker(home: &Path, queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
-    Command::new(detvm())
+    spawn_worker(Command::new(detvm()), home, queue, extra, env)
+}
+
+/// `detvm worker` on `queue` with these arguments, run by `command` (detvm itself, or a
+/// wrapper that execs the arguments after its own).
+fn spawn_worker(
+    mut command: Command,
+    home: &Path,
+    queue: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    command
         .args(["worker", "--queue", queue, "--lease", "10s"])
         .args(extra)
         .envs(env.iter().copied())
@@ -101,7 +113,8 @@ fn hidden_worker(
     let script =
         r#"for d in $HIDE; do mount -t tmpfs detvm-hidden "$d" || exit 97; done; exec "$@""#;
     let folders: Vec<&str> = hidden.iter().map(|p| p.to_str().unwrap()).collect();
-    Command::new("unshare")
+    let mut unshare = Command::new("unshare");
+    unshare
         .args([
             "--mount",
             "--propagation",
@@ -112,16 +125,8 @@ fn hidden_worker(
             "sh",
         ])
         .arg(detvm())
-        .args(["worker", "--queue", queue, "--lease", "10s"])
-        .args(extra)
-        .envs(env.iter().copied())
-        .env("HIDE", folders.join(" "))
-        .env("DETVM_HOME", home)
-        .current_dir(support::repo_root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .env("HIDE", folders.join(" "));
+    spawn_worker(unshare, home, queue, extra, env)
 }
 
 /// `detvm push --wait` of the campaign; returns the process and its job id.

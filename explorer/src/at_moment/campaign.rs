@@ -207,7 +207,7 @@ pub(super) fn session_at(
 /// [`super::EVERY_NS`] on the way (and its path's ends), so that opening any of its
 /// moments later starts at most that far back. Does nothing when the cache keeps
 /// nothing or the timeline's replay is already kept to its end.
-pub fn warm(
+pub(super) fn warm(
     home: &Path,
     timeline: &str,
     cache: &MomentCache,

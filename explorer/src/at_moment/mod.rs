@@ -22,8 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cache::{snapshot_bytes, Base, MomentCache, EVERY_NS, MAX_BYTES};
-pub use campaign::warm as warm_timeline;
-pub use run::warm;
 
 use crate::moment::Moment;
 use crate::observer::Observer;
@@ -71,6 +69,21 @@ pub fn session_at(
         campaign::session_at(home, moment, cache, observer)
     } else {
         run::session_at(home, moment, start, cache, observer)
+    }
+}
+
+/// Fills `cache` along a stored run or a campaign timeline `C/T<n>` (a replay of the
+/// whole of it keeping a snapshot every [`EVERY_NS`]), so its moments open fast.
+pub fn warm(
+    home: &Path,
+    timeline: &str,
+    cache: &MomentCache,
+    observer: &mut dyn Observer,
+) -> Result<(), RunError> {
+    if timeline.contains('/') {
+        campaign::warm(home, timeline, cache, observer)
+    } else {
+        run::warm(home, timeline, cache, observer)
     }
 }
 

@@ -168,7 +168,7 @@ pub(super) fn session_at(
 /// second is kept already is skipped, and one kept in part goes on from its latest
 /// kept snapshot before the first gap. Does nothing when the cache keeps nothing or
 /// the run is still going.
-pub fn warm(
+pub(super) fn warm(
     home: &Path,
     run: &str,
     cache: &MomentCache,

@@ -198,12 +198,7 @@ fn warm(state: &AppState, run: &str) {
         .jobs
         .start(&format!("warm:{run}"), false, move |vtime| {
             let mut progress = crate::engine::Progress::new(vtime, false);
-            let warmed = if run.contains('/') {
-                explorer::at_moment::warm_timeline(db.home(), &run, &db.moments, &mut progress)
-            } else {
-                explorer::at_moment::warm(db.home(), &run, &db.moments, &mut progress)
-            };
-            warmed
+            explorer::at_moment::warm(db.home(), &run, &db.moments, &mut progress)
                 .map(|()| serde_json::Value::Null)
                 .map_err(|e| e.to_string())
         });
