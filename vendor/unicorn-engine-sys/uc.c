@@ -281,6 +281,16 @@ static uc_err uc_init_engine(uc_engine *uc)
 
     uc->ctl_exits = g_tree_new_full(uc_exits_cmp, NULL, g_free, NULL);
 
+    // detvm: the jump cache (qemu/include/exec/tb-lookup.h), cache-line aligned
+    if (posix_memalign((void **)&uc->detvm_jc, 64,
+                       sizeof(*uc->detvm_jc) << DETVM_JC_BITS) != 0 ||
+        posix_memalign((void **)&uc->detvm_jc_tb, 64,
+                       sizeof(*uc->detvm_jc_tb) << DETVM_JC_BITS) != 0) {
+        return UC_ERR_NOMEM;
+    }
+    memset(uc->detvm_jc, 0xff, sizeof(*uc->detvm_jc) << DETVM_JC_BITS);
+    memset(uc->detvm_jc_tb, 0, sizeof(*uc->detvm_jc_tb) << DETVM_JC_BITS);
+
     if (machine_initialize(uc)) {
         return UC_ERR_RESOURCE;
     }
@@ -500,6 +510,9 @@ uc_err uc_close(uc_engine *uc)
     MemoryRegion *mr;
 
     if (!uc->init_done) {
+        // detvm: the jump cache, if uc_init_engine failed after allocating it
+        free(uc->detvm_jc);
+        free(uc->detvm_jc_tb);
         free(uc);
         return UC_ERR_OK;
     }
@@ -566,6 +579,10 @@ uc_err uc_close(uc_engine *uc)
     free(uc->mapped_blocks);
 
     g_tree_destroy(uc->ctl_exits);
+
+    // detvm: the jump cache
+    free(uc->detvm_jc);
+    free(uc->detvm_jc_tb);
 
     // finally, free uc itself.
     memset(uc, 0, sizeof(*uc));

@@ -279,6 +279,22 @@ struct uc_detvm_counter {
     uint64_t cur_pc;     // its guest pc
 };
 
+/*
+ * detvm: one jump cache entry: everything the lookup of an indirect jump's target
+ * compares and returns, in 32 bytes, so that a hit reads one cache line and not the TB.
+ * All bits set means empty (cflags then holds CF_INVALID, which no lookup asks for).
+ */
+#define DETVM_JC_BITS 14
+#define DETVM_JC_SLOT_BITS 7
+struct detvm_jc_entry {
+    uint64_t pc;
+    const void *tc_ptr;
+    uint32_t flags;
+    uint32_t cflags;
+    uint32_t cs_base; // x86 code segment bases are 32-bit; a wider one never matches
+    uint32_t gen;
+};
+
 struct uc_struct {
     uc_arch arch;
     uc_mode mode;
@@ -447,15 +463,14 @@ struct uc_struct {
     void *block_hook_tb;
     // detvm: the instruction counter the generated code keeps (uc_detvm_set_counter).
     struct uc_detvm_counter *detvm_counter;
-    // detvm: the jump cache survives TLB flushes (an address-space switch). A flush only
-    // starts a new generation; an entry written in an older one is proven against the
-    // current page tables (its TB's physical pages) before it is used again, see
-    // detvm_jmp_cache_valid in qemu/include/exec/tb-lookup.h. 1 << TB_JMP_CACHE_BITS.
+    // detvm: the jump cache, which replaces QEMU's `tb_jmp_cache` (qemu/include/exec/
+    // tb-lookup.h): 1 << DETVM_JC_BITS entries and, beside them, each entry's TB. It
+    // survives TLB flushes (an address-space switch): a flush only starts a new
+    // generation, and an entry written in an older one is proven against the current page
+    // tables (its TB's physical pages) before it is used again.
     uint32_t detvm_jmp_gen;
-    uint32_t detvm_jmp_gen_of[1 << 12];
-    // detvm: the guest page of each jump cache entry's TB (its pc), so that a one-page
-    // TLB flush (INVLPG) drops only the entries of that page, not 128 of the 4096.
-    uint64_t detvm_jmp_page[1 << 12];
+    struct detvm_jc_entry *detvm_jc;
+    struct TranslationBlock **detvm_jc_tb;
 };
 
 // Metadata stub for the variable-size cpu context used with uc_context_*()

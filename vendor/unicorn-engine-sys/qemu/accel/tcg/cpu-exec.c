@@ -262,7 +262,7 @@ static inline TranslationBlock *tb_find(CPUState *cpu,
         tb = tb_gen_code(cpu, pc, cs_base, flags, cf_mask);
         mmap_unlock();
         /* We add the TB in the virtual pc hash table for the fast lookup */
-        detvm_jmp_cache_set(cpu, tb_jmp_cache_hash_func(cpu->uc, pc), tb);
+        detvm_jmp_cache_set(cpu, detvm_jc_hash(pc), tb);
 
         if (uc->last_tb) {
             UC_TB_COPY(&cur_tb, tb);

@@ -291,7 +291,6 @@ static void detvm_jmp_cache_new_gen(CPUState *cpu)
 {
     if (++cpu->uc->detvm_jmp_gen == 0) {
         cpu_tb_jmp_cache_clear(cpu);
-        memset(cpu->uc->detvm_jmp_gen_of, 0, sizeof(cpu->uc->detvm_jmp_gen_of));
     }
 }
 

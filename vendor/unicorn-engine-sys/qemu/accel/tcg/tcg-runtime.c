@@ -152,11 +152,18 @@ void *HELPER(lookup_tb_ptr)(CPUArchState *env)
     target_ulong cs_base, pc;
     uint32_t flags;
     struct uc_struct *uc = (struct uc_struct *)cpu->uc;
+    uint32_t cf_mask = curr_cflags();
+    /* detvm: a hit returns the code pointer kept in the entry, without reading the TB */
+    int hit = detvm_jc_lookup(cpu, &pc, &cs_base, &flags, &cf_mask);
 
-    tb = tb_lookup__cpu_state(cpu, &pc, &cs_base, &flags, curr_cflags());
+    if (likely(hit >= 0)) {
+        return (void *)uc->detvm_jc[hit].tc_ptr;
+    }
+    tb = tb_htable_lookup(cpu, pc, cs_base, flags, cf_mask);
     if (tb == NULL) {
         return uc->tcg_ctx->code_gen_epilogue;
     }
+    detvm_jmp_cache_set(cpu, detvm_jc_hash(pc), tb);
     return tb->tc.ptr;
 }
 

@@ -1163,6 +1163,7 @@ static uc_err uc_gen_tb(struct uc_struct *uc, uint64_t addr, uc_tb *out_tb)
     CPUArchState *env = (CPUArchState *)cpu->env_ptr;
     uint32_t flags;
     uint32_t hash;
+    int hit;
     uint32_t cflags = cpu->cflags_next_tb;
 
     if (cflags == -1) {
@@ -1174,19 +1175,14 @@ static uc_err uc_gen_tb(struct uc_struct *uc, uint64_t addr, uc_tb *out_tb)
     // Unicorn: Our hack here.
     pc = addr;
 
-    hash = tb_jmp_cache_hash_func(env->uc, pc);
-    tb = cpu->tb_jmp_cache[hash];
+    hash = detvm_jc_hash(pc);
 
     cflags &= ~CF_CLUSTER_MASK;
     cflags |= ((uint32_t)cpu->cluster_index) << CF_CLUSTER_SHIFT;
 
-    if (unlikely(!(tb &&
-                   tb->pc == pc &&
-                   tb->cs_base == cs_base &&
-                   tb->flags == flags &&
-                   tb->trace_vcpu_dstate == *cpu->trace_dstate &&
-                   (tb_cflags(tb) & (CF_HASH_MASK | CF_INVALID)) == cflags &&
-                   detvm_jmp_cache_valid(cpu, env, hash, tb, pc)))) {
+    hit = detvm_jc_find(env, uc, pc, cs_base, flags, cflags);
+    tb = hit >= 0 ? uc->detvm_jc_tb[hit] : NULL;
+    if (unlikely(tb == NULL)) {
 
         tb = tb_htable_lookup(cpu, pc, cs_base, flags, cflags);
         detvm_jmp_cache_set(cpu, hash, tb);
@@ -1495,7 +1491,6 @@ static inline void tb_jmp_unlink(TranslationBlock *dest)
  */
 static void do_tb_phys_invalidate(TCGContext *tcg_ctx, TranslationBlock *tb, bool rm_from_page_list)
 {
-    CPUState *cpu = tcg_ctx->uc->cpu;
     struct uc_struct *uc = tcg_ctx->uc;
     PageDesc *p;
     uint32_t h;
@@ -1532,10 +1527,7 @@ static void do_tb_phys_invalidate(TCGContext *tcg_ctx, TranslationBlock *tb, boo
     }
 
     /* remove the TB from the hash list */
-    h = tb_jmp_cache_hash_func(uc, tb->pc);
-    if (cpu->tb_jmp_cache[h] == tb) {
-        cpu->tb_jmp_cache[h] = NULL;
-    }
+    detvm_jc_remove(uc, tb);
 
     /* suppress this TB from the two jump lists */
     tb_remove_from_jmp_list(tb, 0);
@@ -2167,15 +2159,6 @@ void cpu_io_recompile(CPUState *cpu, uintptr_t retaddr)
     cpu_loop_exit_noexc(cpu);
 }
 
-static void tb_jmp_cache_clear_page(CPUState *cpu, target_ulong page_addr)
-{
-    unsigned int i, i0 = tb_jmp_cache_hash_page(cpu->uc, page_addr);
-
-    for (i = 0; i < TB_JMP_PAGE_SIZE; i++) {
-        cpu->tb_jmp_cache[i0 + i] = NULL;
-    }
-}
-
 /*
  * detvm: after a one-page TLB flush, drop the jump cache entries whose TB starts on
  * that page or on the page before (a TB spans at most two pages), which are the ones
@@ -2185,39 +2168,35 @@ static void detvm_jmp_cache_clear_page(CPUState *cpu, target_ulong group_addr,
                                        target_ulong page)
 {
     struct uc_struct *uc = cpu->uc;
-    unsigned int i, i0 = tb_jmp_cache_hash_page(uc, group_addr);
+    unsigned int i, i0 = detvm_jc_group(group_addr);
 
-    for (i = i0; i < i0 + TB_JMP_PAGE_SIZE; i++) {
-        target_ulong p = uc->detvm_jmp_page[i];
-        if (cpu->tb_jmp_cache[i] &&
+    for (i = i0; i < i0 + DETVM_JC_SLOTS; i++) {
+        target_ulong p = uc->detvm_jc[i].pc & TARGET_PAGE_MASK;
+        if (uc->detvm_jc_tb[i] &&
             (p == page || p == page - TARGET_PAGE_SIZE)) {
-            cpu->tb_jmp_cache[i] = NULL;
+            detvm_jc_clear_entry(uc, i);
         }
     }
+}
+
+void detvm_jc_clear_all(struct uc_struct *uc)
+{
+    memset(uc->detvm_jc, 0xff, sizeof(*uc->detvm_jc) * DETVM_JC_SIZE);
+    memset(uc->detvm_jc_tb, 0, sizeof(*uc->detvm_jc_tb) * DETVM_JC_SIZE);
 }
 
 void detvm_tb_flush_jmp_cache_page(CPUState *cpu, target_ulong addr)
 {
     target_ulong page = addr & TARGET_PAGE_MASK;
 
-    QEMU_BUILD_BUG_ON(ARRAY_SIZE(((struct uc_struct *)0)->detvm_jmp_page) !=
-                      TB_JMP_CACHE_SIZE);
-    QEMU_BUILD_BUG_ON(ARRAY_SIZE(((struct uc_struct *)0)->detvm_jmp_gen_of) !=
-                      TB_JMP_CACHE_SIZE);
     detvm_jmp_cache_clear_page(cpu, page - TARGET_PAGE_SIZE, page);
     detvm_jmp_cache_clear_page(cpu, page, page);
 }
 
 void tb_flush_jmp_cache(CPUState *cpu, target_ulong addr)
 {
-#ifdef TARGET_ARM
-    struct uc_struct *uc = cpu->uc;
-#endif
-
-    /* Discard jump cache entries for any tb which might potentially
-       overlap the flushed page.  */
-    tb_jmp_cache_clear_page(cpu, addr - TARGET_PAGE_SIZE);
-    tb_jmp_cache_clear_page(cpu, addr);
+    /* detvm: the jump cache is detvm's (exec/tb-lookup.h) */
+    detvm_tb_flush_jmp_cache_page(cpu, addr);
 }
 
 /* This is a wrapper for common code that can not use CONFIG_SOFTMMU */

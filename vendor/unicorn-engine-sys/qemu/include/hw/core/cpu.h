@@ -283,6 +283,7 @@ struct CPUState {
     IcountDecr *icount_decr_ptr;
 
     /* Accessed in parallel; all accesses must be atomic */
+    /* detvm: unused (uc->detvm_jc replaces it), kept so detvm's offsets stay valid */
     struct TranslationBlock *tb_jmp_cache[TB_JMP_CACHE_SIZE];
 
     QTAILQ_ENTRY(CPUState) node;
@@ -325,13 +326,11 @@ struct CPUState {
 #define CPU_CLASS(class) ((CPUClass *)class)
 #define CPU_GET_CLASS(obj) (((CPUState *)obj)->cc)
 
+/* detvm: clears detvm's jump cache, which replaces tb_jmp_cache (exec/tb-lookup.h). */
+void detvm_jc_clear_all(struct uc_struct *uc);
 static inline void cpu_tb_jmp_cache_clear(CPUState *cpu)
 {
-    unsigned int i;
-
-    for (i = 0; i < TB_JMP_CACHE_SIZE; i++) {
-        cpu->tb_jmp_cache[i] = NULL;
-    }
+    detvm_jc_clear_all(cpu->uc);
 }
 
 /**
