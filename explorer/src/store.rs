@@ -126,8 +126,9 @@ pub struct RunStore {
     conn: Connection,
 }
 
-/// Opens `root/runs.db` (WAL, a busy timeout for concurrent writers) and creates the
-/// tables of `schema` if missing. The run store and the campaign store share the file.
+/// Opens `root/runs.db` (WAL, a busy timeout for concurrent writers, whose transactions
+/// take the write lock when they begin) and creates the tables of `schema` if missing.
+/// The run store and the campaign store share the file.
 pub(crate) fn connect(root: &Path, schema: &str) -> Result<Connection, StoreError> {
     let path = root.join("runs.db");
     let sql = |source| StoreError::Sqlite {
@@ -137,8 +138,15 @@ pub(crate) fn connect(root: &Path, schema: &str) -> Result<Connection, StoreErro
     let conn = Connection::open(&path).map_err(sql)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sql)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
+    // Switching to WAL takes a lock another process's open may hold, and the mode stays
+    // with the file: only the first open switches.
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+    }
     conn.execute_batch(schema).map_err(sql)?;
     Ok(conn)
 }
@@ -231,7 +239,10 @@ impl RunStore {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -269,7 +280,10 @@ impl RunStore {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         tx.execute("DELETE FROM properties WHERE run_id = ?1", params![run])
             .map_err(sql)?;
         for p in properties {

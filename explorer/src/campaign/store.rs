@@ -128,7 +128,10 @@ impl CampaignStore {
             source,
         };
         let state_json = serde_json::to_string(state).expect("campaign state serializes");
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<()> {
             let mut insert = tx.prepare(
                 "INSERT OR REPLACE INTO timeline_events (campaign, timeline, seq, vtime_ns, node, kind, body)
