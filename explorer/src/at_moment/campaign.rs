@@ -205,17 +205,14 @@ pub(super) fn session_at(
 
 /// Replays campaign timeline `C/T<n>` once to its last step, keeping a snapshot every
 /// [`super::EVERY_NS`] on the way (and its path's ends), so that opening any of its
-/// moments later starts at most that far back. Does nothing when the cache keeps
-/// nothing or the timeline's replay is already kept to its end.
+/// moments later starts at most that far back. Does nothing when the timeline's replay
+/// is already kept to its end.
 pub(super) fn warm(
     home: &Path,
     timeline: &str,
     cache: &MomentCache,
     observer: &mut dyn Observer,
 ) -> Result<(), RunError> {
-    if !cache.keeps() {
-        return Ok(());
-    }
     let (campaign, target) = parse(timeline).map_err(RunError::Input)?;
     let store = CampaignStore::open(home).map_err(infra)?;
     let Some(t) = store

@@ -73,13 +73,17 @@ pub fn session_at(
 }
 
 /// Fills `cache` along a stored run or a campaign timeline `C/T<n>` (a replay of the
-/// whole of it keeping a snapshot every [`EVERY_NS`]), so its moments open fast.
+/// whole of it keeping a snapshot every [`EVERY_NS`]), so its moments open fast. Does
+/// nothing when the cache keeps nothing.
 pub fn warm(
     home: &Path,
     timeline: &str,
     cache: &MomentCache,
     observer: &mut dyn Observer,
 ) -> Result<(), RunError> {
+    if !cache.keeps() {
+        return Ok(());
+    }
     if timeline.contains('/') {
         campaign::warm(home, timeline, cache, observer)
     } else {

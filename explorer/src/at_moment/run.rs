@@ -166,17 +166,13 @@ pub(super) fn session_at(
 /// own; the interval holding the run's first property failure (the moment its page
 /// links first) goes first, then the others in time order. An interval whose last
 /// second is kept already is skipped, and one kept in part goes on from its latest
-/// kept snapshot before the first gap. Does nothing when the cache keeps nothing or
-/// the run is still going.
+/// kept snapshot before the first gap. Does nothing when the run is still going.
 pub(super) fn warm(
     home: &Path,
     run: &str,
     cache: &MomentCache,
     observer: &mut dyn Observer,
 ) -> Result<(), RunError> {
-    if !cache.keeps() {
-        return Ok(());
-    }
     let store = RunStore::open(home).map_err(infra)?;
     let record = store.run(run).map_err(|e| RunError::Input(e.to_string()))?;
     let Some(end) = record.vtime_end_ns else {
